@@ -1,0 +1,7 @@
+"""``python -m amly``."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,213 @@
+"""The HTTP transport: one aiohttp session per client, auth, JSON decoding, error mapping,
+and every request routed through the one retry policy and the per-surface rate limiters.
+
+Higher layers (upload, search, tiles, download) call :meth:`Transport.request` or the
+``graph_*`` helpers and never see retries, tokens or status codes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import aiohttp
+
+from ..config import Endpoints, Secret
+from ..errors import APIError, AuthError, UsageError
+from ._limits import Limits, RateLimiter
+from ._retry import Retry, RetryPolicy, classify, with_retries
+
+log = logging.getLogger("amly.api")
+
+USER_AGENT = "amly/0.1"
+
+
+class Transport:
+    """Owns the aiohttp session. Use as ``async with Transport(...) as t:``.
+
+    ``concurrency`` bounds open connections (all hosts); callers bound their own work with
+    semaphores on top, so memory stays flat however large the job is.
+    """
+
+    def __init__(
+        self,
+        endpoints: Endpoints,
+        token: Secret | None = None,
+        *,
+        concurrency: int = 32,
+        policy: RetryPolicy | None = None,
+        limits: Limits | None = None,
+        timeout: float = 60.0,
+        session: aiohttp.ClientSession | None = None,
+    ) -> None:
+        self.endpoints = endpoints
+        self.token = token
+        self.policy = policy or RetryPolicy()
+        self.limiters: dict[str, RateLimiter] = (limits or Limits()).limiters()
+        self.concurrency = concurrency
+        self.timeout = timeout
+        self._session = session
+        self._own_session = session is None
+        #: Counters for summaries and tests: requests, retries, bytes_sent, bytes_received.
+        self.stats: dict[str, int] = {
+            "requests": 0,
+            "retries": 0,
+            "bytes_sent": 0,
+            "bytes_received": 0,
+        }
+
+    async def __aenter__(self) -> Transport:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+                headers={"User-Agent": USER_AGENT},
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("Transport used outside 'async with'")
+        return self._session
+
+    def auth_headers(self, token: Secret | None = None) -> dict[str, str]:
+        token = token or self.token
+        if token is None:
+            raise AuthError(
+                "no access token",
+                hint="run 'amly auth --token T', or set MAPILLARY_ACCESS_TOKEN",
+            )
+        return {"Authorization": f"OAuth {token.reveal()}"}
+
+    async def _on_retry(self, surface: str, n: int, err: BaseException, wait: float) -> None:
+        self.stats["retries"] += 1
+        if isinstance(err, Retry) and err.rate_limited:
+            self.limiters[surface].pause(wait)
+        log.debug("retry %d on %s after %.2fs: %s", n, surface, wait, err)
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        surface: str = "graph",
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        auth: bool = True,
+        token: Secret | None = None,
+        read: Callable[[aiohttp.ClientResponse], Awaitable[Any]] | None = None,
+        timeout: float | None = None,
+        what: str | None = None,
+    ) -> Any:
+        """One logical request with retries. Returns the decoded JSON body, or whatever
+        ``read(response)`` returns for a successful response (for binary bodies)."""
+        if params and any(k.lower() == "access_token" for k in params):
+            raise UsageError("refusing to put a token in a URL")
+        hdrs = dict(headers or {})
+        if auth:
+            hdrs.update(self.auth_headers(token))
+        limiter = self.limiters[surface]
+        body = None if json_body is None else json.dumps(json_body).encode()
+        if body is not None:
+            hdrs.setdefault("Content-Type", "application/json")
+
+        async def attempt(n: int) -> Any:
+            await limiter.acquire()
+            self.stats["requests"] += 1
+            if body is not None:
+                self.stats["bytes_sent"] += len(body)
+            async with self.session.request(
+                method,
+                url,
+                params=params,
+                data=body,
+                headers=hdrs,
+                timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+            ) as resp:
+                if resp.status >= 400:
+                    raise await error_from_response(resp)
+                if read is not None:
+                    return await read(resp)
+                raw = await resp.read()
+                self.stats["bytes_received"] += len(raw)
+                return decode_json(raw, resp.status)
+
+        return await with_retries(
+            attempt,
+            self.policy,
+            on_retry=lambda n, e, w: self._on_retry(surface, n, e, w),
+            what=what or f"{method} {redact_url(url)}",
+        )
+
+    async def graph_get(
+        self, path: str, params: Mapping[str, Any] | None = None, *, surface: str = "graph"
+    ) -> Any:
+        return await self.request(
+            "GET", f"{self.endpoints.graph}/{path.lstrip('/')}", params=params, surface=surface
+        )
+
+    async def graph_post(self, path: str, json_body: Any, *, surface: str = "graph") -> Any:
+        return await self.request(
+            "POST",
+            f"{self.endpoints.graph}/{path.lstrip('/')}",
+            json_body=json_body,
+            surface=surface,
+        )
+
+
+def decode_json(raw: bytes, status: int = 200) -> Any:
+    """Decode a JSON body; a non-JSON success is a retriable server fault (a proxy page)."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as e:
+        raise Retry(f"HTTP {status} with a body that is not JSON") from e
+
+
+async def error_from_response(resp: aiohttp.ClientResponse) -> Exception:
+    """Read an error response and map it through the retry policy's classification."""
+    try:
+        raw = await resp.read()
+    except (aiohttp.ClientError, TimeoutError):
+        raw = b""
+    try:
+        payload = json.loads(raw) if raw else None
+    except ValueError:
+        payload = None
+    err = classify(resp.status, payload, resp.headers)
+    if isinstance(err, APIError) and not isinstance(err, AuthError) and payload is None:
+        err = APIError(
+            f"HTTP {resp.status} from {redact_url(str(resp.url))}: {raw[:200]!r}",
+            status=resp.status,
+        )
+    return err
+
+
+def redact_url(url: str) -> str:
+    """Drop query parameters that could carry secrets before a URL reaches a log or error.
+
+    >>> redact_url("https://x/y?access_token=MLY|1|2&sig=abc&bbox=1,2,3,4")
+    'https://x/y?access_token=***&sig=***&bbox=1,2,3,4'
+    """
+    if "?" not in url:
+        return url
+    base, _, query = url.partition("?")
+    parts = []
+    for item in query.split("&"):
+        key, sep, _value = item.partition("=")
+        if key.lower() in {"access_token", "sig", "signature", "token", "oh", "oe"}:
+            parts.append(f"{key}{sep}***")
+        else:
+            parts.append(item)
+    return f"{base}?{'&'.join(parts)}"

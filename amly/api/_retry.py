@@ -1,0 +1,193 @@
+"""The one retry policy, used by every request amly makes (uploads, search, tiles, downloads).
+
+Classification (from the protocol notes):
+
+* 412 ``OffsetInvalidError`` -> refetch the upload offset, retry at once;
+* 429, ``RequestRateLimitedError`` or Graph code 4 -> wait ``backoff`` ms, else ``Retry-After``,
+  else ``rate_limit_wait`` seconds;
+* 5xx, connection reset, timeout, search timeout (400/3404014) -> capped exponential backoff
+  with full jitter;
+* 401/403, Graph code 190, ``NotAuthorizedError`` -> :class:`~amly.errors.AuthError`, no retry;
+* other 4xx -> :class:`~amly.errors.APIError`, unless ``debug_info.retriable`` is true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import email.utils
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+import aiohttp
+
+from ..errors import APIError, AuthError
+
+T = TypeVar("T")
+
+SEARCH_TIMEOUT_SUBCODE = 3404014
+
+
+class Retry(Exception):
+    """Raised inside an attempt to ask :func:`with_retries` for another one.
+
+    ``wait`` is the server-mandated delay (``None``: use the policy's backoff);
+    ``refetch_offset`` tells an upload to ask the server where to resume.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        wait: float | None = None,
+        refetch_offset: bool = False,
+        rate_limited: bool = False,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.wait = wait
+        self.refetch_offset = refetch_offset
+        self.rate_limited = rate_limited
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry. ``max_attempts`` counts the first try."""
+
+    max_attempts: int = 10
+    base_delay: float = 0.25
+    max_delay: float = 30.0
+    rate_limit_wait: float = 10.0
+
+    def backoff(self, attempt: int) -> float:
+        """Full-jitter exponential backoff for the ``attempt``-th retry (0-based).
+
+        >>> 0 <= RetryPolicy(base_delay=1, max_delay=4).backoff(10) <= 4
+        True
+        """
+        return random.uniform(0, min(self.max_delay, self.base_delay * (2**attempt)))
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (delta-seconds or an HTTP date).
+
+    >>> parse_retry_after("3")
+    3.0
+    >>> parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0)
+    10.0
+    >>> parse_retry_after("soon") is None
+    True
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    now = time.time() if now is None else now
+    return max(0.0, when.timestamp() - now)
+
+
+def classify(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Exception:
+    """The exception an error response maps to: :class:`Retry`, :class:`AuthError` or
+    :class:`APIError`. Never returns for a success status.
+
+    >>> isinstance(classify(503, None), Retry)
+    True
+    >>> classify(412, {"debug_info": {"type": "OffsetInvalidError", "retriable": True}}
+    ...          ).refetch_offset
+    True
+    >>> classify(429, {"backoff": 1500}).wait
+    1.5
+    >>> type(classify(401, {"error": {"code": 190, "message": "expired"}})).__name__
+    'AuthError'
+    >>> type(classify(400, {"error": {"code": 100, "message": "bad bbox"}})).__name__
+    'APIError'
+    >>> isinstance(classify(400, {"error": {"code": 1, "error_subcode": 3404014}}), Retry)
+    True
+    """
+    headers = headers or {}
+    payload = payload if isinstance(payload, dict) else {}
+    error = payload.get("error") if isinstance(payload.get("error"), dict) else {}
+    debug = payload.get("debug_info") if isinstance(payload.get("debug_info"), dict) else {}
+    dtype = debug.get("type", "")
+    code = error.get("code")
+    subcode = error.get("error_subcode")
+    message = error.get("message") or debug.get("message") or f"HTTP {status}"
+
+    if status == 412 or dtype == "OffsetInvalidError":
+        return Retry(f"offset mismatch: {message}", wait=0.0, refetch_offset=True)
+    if status == 429 or dtype == "RequestRateLimitedError" or code in (4, 17, 32, 613):
+        wait: float | None = None
+        if isinstance(payload.get("backoff"), (int, float)):
+            wait = payload["backoff"] / 1000.0
+        if wait is None:
+            wait = parse_retry_after(headers.get("Retry-After"))
+        return Retry(f"rate limited: {message}", wait=wait, rate_limited=True)
+    if status in (401, 403) or code == 190 or dtype == "NotAuthorizedError":
+        return AuthError(
+            f"not authorised: {message}",
+            status=status,
+            code=code,
+            hint="the token is missing, invalid or expired: run 'amly auth' or set "
+            "MAPILLARY_ACCESS_TOKEN",
+        )
+    if subcode == SEARCH_TIMEOUT_SUBCODE or error.get("is_transient") is True:
+        return Retry(f"transient server error: {message}")
+    if status >= 500:
+        return Retry(f"server error {status}: {message}")
+    if debug.get("retriable") is True:
+        return Retry(f"retriable error {status}: {message}")
+    return APIError(message, status=status, code=code, subcode=subcode)
+
+
+#: Exceptions that mean "the transfer broke, try again" rather than "the request is wrong".
+TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectionError,
+    aiohttp.ClientPayloadError,
+    asyncio.TimeoutError,
+    ConnectionError,
+)
+
+
+async def with_retries(
+    attempt: Callable[[int], Awaitable[T]],
+    policy: RetryPolicy,
+    *,
+    on_retry: Callable[[int, BaseException, float], Awaitable[None] | None] | None = None,
+    what: str = "request",
+) -> T:
+    """Run ``attempt(n)`` until it returns, retrying :class:`Retry` and transient transport
+    errors under ``policy``. ``on_retry(n, error, wait)`` is told of each retry (a rate
+    limiter uses it to pause everyone on a 429). Fatal errors propagate at once.
+    """
+    n = 0
+    while True:
+        try:
+            return await attempt(n)
+        except Retry as r:
+            err: BaseException = r
+            wait = r.wait if r.wait is not None else policy.backoff(n)
+            if r.rate_limited and r.wait is None:
+                wait = policy.rate_limit_wait
+        except TRANSIENT_EXCEPTIONS as e:
+            err = e
+            wait = policy.backoff(n)
+        n += 1
+        if n >= policy.max_attempts:
+            raise APIError(
+                f"{what} failed after {n} attempts: {err or type(err).__name__}",
+                hint="the server kept failing; rerun later: finished work is not redone",
+            ) from err
+        if on_retry is not None:
+            res = on_retry(n, err, wait)
+            if res is not None:
+                await res
+        await asyncio.sleep(wait)

@@ -1,0 +1,84 @@
+"""``amly``: one subcommand per verb, each in its own module under ``amly.cli``.
+
+A verb module defines ``register(subparsers)``, which adds its parser and sets
+``func=run`` where ``run(args) -> int`` returns the exit code. Exit codes:
+
+==  ==========================================================================
+0   everything succeeded
+1   the run finished, but some files failed (the summary lists them)
+2   bad arguments or input: nothing was done
+3   authentication failed (missing, invalid or expired token)
+4   the server or network failed beyond the retry policy
+130 interrupted (Ctrl-C); finished work is kept, a rerun resumes
+==  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from ..errors import AmlyError, APIError, AuthError
+
+#: Verb modules, in the order ``amly --help`` lists them (the pipeline's order).
+VERBS = [
+    "fix_dates",
+    "geotag",
+    "interpolate_direction",
+    "dedup",
+    "split",
+    "tag",
+    "process",
+    "auth",
+    "upload",
+    "download",
+    "join_gpx",
+    "server",
+    "demo",
+]
+
+EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_AUTH, EXIT_API, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="amly",
+        description="Fast, safe preprocessing, upload and download of Mapillary imagery.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("Exit codes:", 1)[1] if __doc__ else None,
+    )
+    from .. import __version__
+
+    parser.add_argument("--version", action="version", version=f"amly {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for name in VERBS:
+        module = importlib.import_module(f".{name}", __name__)
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("amly: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except AuthError as e:
+        print(f"amly: {e}", file=sys.stderr)
+        return EXIT_AUTH
+    except APIError as e:
+        print(f"amly: {e}", file=sys.stderr)
+        return EXIT_API
+    except AmlyError as e:
+        print(f"amly: {e}", file=sys.stderr)
+        return e.exit_code

@@ -1,0 +1,1 @@
+"""Reading image metadata (EXIF) and writing it back losslessly and atomically."""

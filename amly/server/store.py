@@ -1,0 +1,109 @@
+"""Storage of the local Mapillary-compatible server: files under a data dir plus a SQLite
+index of users, tokens, upload sessions, clusters, sequences and images.
+
+Layout of ``DIR``::
+
+    DIR/amly-server.sqlite3     the index (WAL mode)
+    DIR/uploads/<session_key>   bytes of resumable upload sessions (append-only)
+    DIR/images/<id>.jpg         images of finished clusters (hard links where possible)
+
+The upload side (``amly.server.upload``) writes; the read side (``amly.server.read``) and the
+seeder read and write ``images``/``sequences``. All access goes through :class:`Store`, which
+is used from the server's event loop only (SQLite calls are short; the big I/O is files).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sqlite3
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    id        TEXT PRIMARY KEY,
+    username  TEXT NOT NULL UNIQUE,
+    email     TEXT UNIQUE,
+    password  TEXT              -- 'pbkdf2$<iterations>$<salt hex>$<hash hex>'
+);
+CREATE TABLE IF NOT EXISTS tokens (
+    token     TEXT PRIMARY KEY,
+    user_id   TEXT NOT NULL REFERENCES users(id),
+    expires   REAL              -- epoch seconds, NULL = never
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    session_key TEXT PRIMARY KEY,   -- 'mly_tools_<md5>.jpg', 'uuid_<hex>.json', ...
+    user_id     TEXT NOT NULL,
+    received    INTEGER NOT NULL DEFAULT 0,   -- bytes on disk == next valid Offset
+    total       INTEGER,                      -- X-Entity-Length when the client sent it
+    handle      TEXT UNIQUE,                  -- set once the upload is complete
+    created_at  REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS clusters (
+    id              TEXT PRIMARY KEY,
+    user_id         TEXT NOT NULL,
+    file_type       TEXT NOT NULL,            -- 'mly_bundle_manifest' | 'zip' | ...
+    file_handle     TEXT NOT NULL UNIQUE,     -- finishing the same handle twice is idempotent
+    organization_id TEXT,
+    created_at      REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sequences (
+    id              TEXT PRIMARY KEY,
+    cluster_id      TEXT,
+    user_id         TEXT NOT NULL,
+    organization_id TEXT,
+    created_at      REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS images (
+    id              TEXT PRIMARY KEY,         -- decimal digits only
+    sequence_id     TEXT NOT NULL REFERENCES sequences(id),
+    seq_index       INTEGER NOT NULL,
+    user_id         TEXT NOT NULL,
+    organization_id TEXT,
+    captured_at     INTEGER NOT NULL,         -- epoch milliseconds
+    lon             REAL NOT NULL,
+    lat             REAL NOT NULL,
+    altitude        REAL,
+    compass_angle   REAL,
+    make            TEXT,
+    model           TEXT,
+    width           INTEGER,
+    height          INTEGER,
+    is_pano         INTEGER NOT NULL DEFAULT 0,
+    camera_type     TEXT,
+    md5             TEXT,
+    path            TEXT,                     -- relative to DIR; NULL for synthetic (seeded) images
+    description     TEXT                      -- the embedded MAP* JSON as received
+);
+CREATE INDEX IF NOT EXISTS images_by_seq ON images(sequence_id, captured_at);
+CREATE INDEX IF NOT EXISTS images_by_lat ON images(lat, lon);
+CREATE INDEX IF NOT EXISTS images_by_user ON images(user_id, captured_at);
+"""
+
+
+class Store:
+    """The server's index and file area. Cheap to construct; :meth:`close` when done."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        (self.root / "uploads").mkdir(exist_ok=True)
+        (self.root / "images").mkdir(exist_ok=True)
+        self.db = sqlite3.connect(
+            self.root / "amly-server.sqlite3", isolation_level=None, check_same_thread=False
+        )
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    def upload_path(self, session_key: str) -> Path:
+        """Where an upload session's bytes live. ``session_key`` must already be validated."""
+        return self.root / "uploads" / session_key
+
+    def new_id(self) -> str:
+        """A fresh numeric id, as Mapillary's ids are (digits only, never a path component)."""
+        return str(secrets.randbelow(9 * 10**15) + 10**15)

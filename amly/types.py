@@ -1,0 +1,66 @@
+"""Plain records that flow through the pipeline: scan -> read -> geotag -> split -> dedup ->
+headings -> describe -> upload.
+
+They are small, picklable dataclasses so the process pool can hand them to the asyncio side
+cheaply. Times are always timezone-aware UTC ``datetime`` objects once read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+BBox = tuple[float, float, float, float]
+"""``(west, south, east, north)`` in degrees, the order the Graph API's ``bbox`` uses."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """A position at a moment: one GPS fix or one image's location."""
+
+    time: datetime
+    lat: float
+    lon: float
+    alt: float | None = None
+    heading: float | None = None
+
+
+@dataclasses.dataclass
+class ImageMeta:
+    """What the metadata reader found in one JPEG (``None`` where the file has nothing)."""
+
+    path: str
+    capture_time: datetime | None = None
+    lat: float | None = None
+    lon: float | None = None
+    alt: float | None = None
+    heading: float | None = None
+    make: str | None = None
+    model: str | None = None
+    serial: str | None = None
+    orientation: int = 1
+    width: int | None = None
+    height: int | None = None
+    gps_accuracy: float | None = None
+    filesize: int = 0
+    description: str | None = None
+    """The raw EXIF ImageDescription (may hold an earlier Mapillary description)."""
+
+    def has_position(self) -> bool:
+        return self.lat is not None and self.lon is not None
+
+    def point(self) -> Point:
+        """This image as a :class:`Point`; requires time and position."""
+        assert self.capture_time is not None and self.lat is not None and self.lon is not None
+        return Point(self.capture_time, self.lat, self.lon, self.alt, self.heading)
+
+
+@dataclasses.dataclass
+class Sequence:
+    """An ordered run of images that becomes one Mapillary sequence (cluster)."""
+
+    uuid: str
+    images: list[ImageMeta]
+    organization_id: str | None = None
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
