@@ -1,1 +1,12 @@
-"""Reading image metadata (EXIF) and writing it back losslessly and atomically."""
+"""Reading image metadata (EXIF) and writing it back losslessly and atomically.
+
+``read_image`` is the fast header-only reader; ``update_exif`` / ``set_exif_bytes`` /
+``inject_description`` change only the EXIF APP1 segment of a JPEG and keep every other byte.
+"""
+
+from __future__ import annotations
+
+from ._tz import parse_timezone
+from .read import read_image
+
+__all__ = ["parse_timezone", "read_image"]
