@@ -1,0 +1,475 @@
+"""The upload side of the local server: resumable uploads and ``finish_upload``.
+
+``/upload/{session_key}`` speaks the upload service's protocol: ``GET`` tells the offset (bytes
+on disk), ``POST`` with an ``Offset`` header appends the streamed body. A POST is the final one
+unless the client sent ``X-Entity-Length`` (older one-POST-per-chunk clients), in which case the
+upload completes when that many bytes arrived. A completed upload gets a file handle; the
+same bytes again give the same handle. Bytes that arrived before a dropped connection are
+kept, so the client resumes at the server's offset.
+
+``POST /finish_upload`` turns a completed manifest (or zip) into a cluster: one sequence of
+images, each validated by its embedded description.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import string
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ..description import parse_capture_time, validate_embedded
+from .auth import STORE_KEY, USER_KEY
+from .faults import FAULTS_KEY, STATS_KEY
+from .responses import graph_error, upload_error
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+SESSION_KEY_RE = re.compile(
+    r"^(mly_tools_[0-9a-f]{32}\.(jpg|zip|mp4|gpx)|uuid_[0-9a-f]{32}\.json|[A-Za-z0-9_.-]{1,200})$"
+)
+_MD5_JPG_RE = re.compile(r"^mly_tools_([0-9a-f]{32})\.jpg$")
+FILE_TYPES = ("mly_bundle_manifest", "zip")
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+LOCKS_KEY = web.AppKey("upload_locks", dict)
+FINISH_LOCK_KEY = web.AppKey("finish_lock", asyncio.Lock)
+
+
+def valid_session_key(key: str) -> bool:
+    """Whether ``key`` may name an upload session (and so a file under ``uploads/``).
+
+    >>> [valid_session_key(k) for k in ("mly_tools_" + "a" * 32 + ".jpg", "uuid_" + "0" * 32
+    ...  + ".json", "x.bin", "../etc/passwd", ".", "..", "a/b", "")]
+    [True, True, True, False, False, False, False, False]
+    """
+    return bool(SESSION_KEY_RE.fullmatch(key)) and key not in (".", "..")
+
+
+def _lock(app: web.Application, key: str) -> asyncio.Lock:
+    locks: dict[str, asyncio.Lock] = app[LOCKS_KEY]
+    lock = locks.get(key)
+    if lock is None:
+        lock = locks[key] = asyncio.Lock()
+    return lock
+
+
+def _session_key(request: web.Request) -> str:
+    key = request.match_info["session_key"]
+    if not valid_session_key(key):
+        raise web.HTTPBadRequest(
+            text=json.dumps(
+                {
+                    "debug_info": {
+                        "type": "InvalidSessionKeyError",
+                        "message": "invalid session key",
+                        "retriable": False,
+                    }
+                }
+            ),
+            content_type="application/json",
+        )
+    return key
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+async def get_offset(request: web.Request) -> web.Response:
+    """``GET /upload/{session_key}`` -> ``{"offset": n}`` (0 when unknown)."""
+    key = _session_key(request)
+    store = request.app[STORE_KEY]
+    return web.json_response({"offset": _size(store.upload_path(key))})
+
+
+def _new_handle() -> str:
+    return secrets.token_urlsafe(24)
+
+
+async def post_chunk(request: web.Request) -> web.Response:
+    """``POST /upload/{session_key}`` with ``Offset``: append the body; a handle once complete."""
+    key = _session_key(request)
+    app = request.app
+    store, stats = app[STORE_KEY], app[STATS_KEY]
+    try:
+        offset = int(request.headers["Offset"])
+        total = request.headers.get("X-Entity-Length")
+        total_n = int(total) if total is not None else None
+        if offset < 0 or (total_n is not None and total_n < 0):
+            raise ValueError
+    except (KeyError, ValueError):
+        return upload_error(400, "InvalidHeaderError", "Offset header missing or invalid")
+    user = request[USER_KEY]
+    if user is None:
+        return upload_error(403, "NotAuthorizedError", "uploads need a user access token")
+    path = store.upload_path(key)
+    async with _lock(app, key):
+        row = store.db.execute(
+            "SELECT received, total, handle, user_id FROM uploads WHERE session_key = ?", (key,)
+        ).fetchone()
+        received = _size(path)
+        if offset != received:
+            stats.offset_errors += 1
+            return upload_error(
+                412,
+                "OffsetInvalidError",
+                f"Request starting offset is invalid: expected {received}, got {offset}",
+                retriable=True,
+                offset=received,
+            )
+        if row is None:
+            store.db.execute(
+                "INSERT INTO uploads (session_key, user_id, received, total, created_at) "
+                "VALUES (?, ?, 0, ?, ?)",
+                (key, user["id"], total_n, time.time()),
+            )
+        elif total_n is not None and row["total"] != total_n:
+            store.db.execute("UPDATE uploads SET total = ? WHERE session_key = ?", (total_n, key))
+        handle = row["handle"] if row else None
+        if handle is not None:
+            # complete: the same bytes again (nothing past the end) give the same handle
+            if await request.content.read(1):
+                return upload_error(409, "UploadCompleteError", "upload already complete")
+            return web.json_response({"h": handle})
+        added, dropped = await _receive(request, path, key)
+        received += added
+        store.db.execute("UPDATE uploads SET received = ? WHERE session_key = ?", (received, key))
+        if dropped:
+            stats.dropped += 1
+            assert request.transport is not None
+            request.transport.abort()
+            # nothing reaches the client; aiohttp drops the unwritable response quietly
+            return web.Response(status=500)
+        if total_n is not None and received < total_n:
+            return web.json_response({"offset": received})
+        if total_n is not None and received > total_n:
+            _discard(store, key, path)
+            return upload_error(400, "EntityLengthError", "more bytes than X-Entity-Length")
+        problem = await _check_complete(key, path)
+        if problem:
+            _discard(store, key, path)
+            return upload_error(400, "InvalidChecksumError", problem)
+        handle = _new_handle()
+        store.db.execute("UPDATE uploads SET handle = ? WHERE session_key = ?", (handle, key))
+        stats.uploads_completed += 1
+        return web.json_response({"h": handle})
+
+
+async def _receive(request: web.Request, path: Path, key: str) -> tuple[int, bool]:
+    """Stream the body onto the end of ``path``; returns (bytes kept, dropped by a fault).
+
+    Whatever arrived before the client went away is kept (fsynced), as resumption needs.
+    """
+    app = request.app
+    stats, faults = app[STATS_KEY], app[FAULTS_KEY]
+    limit = faults.drop_after_bytes
+    added = 0
+    dropped = False
+    fd = -1
+    try:
+        async for chunk in request.content.iter_chunked(256 * 1024):
+            if limit is not None and added + len(chunk) > limit:
+                chunk = chunk[: max(0, int(limit) - added)]
+                dropped = True
+            if fd < 0:
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            os.write(fd, chunk)
+            added += len(chunk)
+            stats.bytes_received += len(chunk)
+            stats.bytes_by_key[key] += len(chunk)
+            if dropped:
+                break
+        if fd < 0:
+            # an empty final POST still creates the (empty) file
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    finally:
+        if fd >= 0:
+            os.fsync(fd)
+            os.close(fd)
+    return added, dropped
+
+
+async def _check_complete(key: str, path: Path) -> str | None:
+    """For content-addressed keys, the problem with the completed file (None when fine)."""
+    m = _MD5_JPG_RE.match(key)
+    if not m:
+        return None
+    digest = await asyncio.get_running_loop().run_in_executor(None, _md5_file, path)
+    if digest != m.group(1):
+        return f"md5 of the received bytes is {digest}, the session key says {m.group(1)}"
+    return None
+
+
+def _md5_file(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _discard(store: Store, key: str, path: Path) -> None:
+    path.unlink(missing_ok=True)
+    store.db.execute("DELETE FROM uploads WHERE session_key = ?", (key,))
+
+
+# -- finish_upload ----------------------------------------------------------------------------
+
+
+class BadUpload(Exception):
+    """Input that cannot become a cluster; the message goes to the client."""
+
+
+@dataclass
+class _Image:
+    source: Path | bytes  # an upload file to link, or zip entry bytes to write
+    description: dict[str, Any]
+    raw_description: str
+    md5: str
+    width: int | None
+    height: int | None
+
+
+def _description_of(jpeg: bytes, what: str) -> tuple[dict[str, Any], str]:
+    import piexif
+
+    try:
+        exif = piexif.load(jpeg)
+    except Exception as e:  # piexif raises several types on bad input
+        raise BadUpload(f"{what}: not a JPEG with readable EXIF ({e})") from None
+    raw = exif.get("0th", {}).get(piexif.ImageIFD.ImageDescription)
+    if not raw:
+        raise BadUpload(f"{what}: no description in EXIF ImageDescription")
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    try:
+        desc = json.loads(text)
+    except ValueError:
+        raise BadUpload(f"{what}: the description is not JSON") from None
+    problems = validate_embedded(desc)
+    if problems:
+        raise BadUpload(f"{what}: invalid description: {'; '.join(problems)}")
+    return desc, text
+
+
+def _dimensions(jpeg: bytes) -> tuple[int | None, int | None]:
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(jpeg)) as im:
+            return im.size
+    except Exception:
+        return None, None
+
+
+def _load_image(source: Path | bytes, what: str) -> _Image:
+    data = source.read_bytes() if isinstance(source, Path) else source
+    desc, raw = _description_of(data, what)
+    w, h = _dimensions(data)
+    return _Image(source, desc, raw, hashlib.md5(data).hexdigest(), w, h)
+
+
+def _manifest_sources(store: Store, path: Path) -> list[Path]:
+    """The upload files named by a manifest, in order (on the loop thread: it reads the DB)."""
+    if path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise BadUpload("manifest too large")
+    try:
+        manifest = json.loads(path.read_bytes())
+    except ValueError:
+        raise BadUpload("the manifest is not JSON") from None
+    if not isinstance(manifest, dict):
+        raise BadUpload("the manifest is not a JSON object")
+    handles = manifest.get("image_handles")
+    if manifest.get("upload_type") != "images" or str(manifest.get("version")) != "1":
+        raise BadUpload("the manifest needs upload_type 'images' and version '1'")
+    if not isinstance(handles, list) or not handles or not all(isinstance(h, str) for h in handles):
+        raise BadUpload("image_handles must be a non-empty list of file handles")
+    sources = []
+    for i, h in enumerate(handles):
+        row = store.db.execute("SELECT session_key FROM uploads WHERE handle = ?", (h,)).fetchone()
+        if row is None:
+            raise BadUpload(f"image_handles[{i}]: unknown or incomplete file handle {h!r}")
+        sources.append(store.upload_path(row["session_key"]))
+    return sources
+
+
+def _load_images(sources: list[Path]) -> list[_Image]:
+    return [_load_image(p, f"image_handles[{i}]") for i, p in enumerate(sources)]
+
+
+def _images_of_zip(path: Path) -> list[_Image]:
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if not n.endswith("/")]
+            expected = [f"{i}.jpg" for i in range(len(names))]
+            if not names or sorted(names, key=_zip_order) != expected:
+                raise BadUpload("zip entries must be 0.jpg, 1.jpg, ... with no gaps")
+            return [_load_image(z.read(n), f"zip entry {n}") for n in expected]
+    except zipfile.BadZipFile:
+        raise BadUpload("not a zip file") from None
+
+
+def _zip_order(name: str) -> tuple[int, str]:
+    stem = name[:-4] if name.endswith(".jpg") else ""
+    return (int(stem), name) if stem.isdigit() else (1 << 62, name)
+
+
+def _place(store: Store, image: _Image, image_id: str) -> str:
+    """Put the image's bytes at ``images/<id>.jpg`` (a hard link when it is an upload)."""
+    rel = f"images/{image_id}.jpg"
+    dest = store.root / rel
+    if isinstance(image.source, Path):
+        try:
+            os.link(image.source, dest)
+        except OSError:
+            shutil.copyfile(image.source, dest)
+    else:
+        from .._atomic import atomic_write
+
+        atomic_write(dest, image.source)
+    return rel
+
+
+_ALNUM = string.ascii_letters + string.digits
+
+
+def _sequence_id() -> str:
+    return "".join(secrets.choice(_ALNUM) for _ in range(22))
+
+
+async def finish_upload(request: web.Request) -> web.Response:
+    """``POST /finish_upload`` -> ``{"cluster_id"}``; idempotent per file handle."""
+    app = request.app
+    store, stats = app[STORE_KEY], app[STATS_KEY]
+    user = request[USER_KEY]
+    if user is None:
+        return graph_error(403, "finish_upload needs a user access token", code=200)
+    try:
+        body = await request.json()
+    except ValueError:
+        return graph_error(400, "the body must be JSON", code=100)
+    if not isinstance(body, dict):
+        return graph_error(400, "the body must be a JSON object", code=100)
+    handle, file_type = body.get("file_handle"), body.get("file_type")
+    org = body.get("organization_id")
+    if not isinstance(handle, str) or not handle:
+        return graph_error(400, "(#100) file_handle is required", code=100)
+    if file_type not in FILE_TYPES:
+        return graph_error(
+            400, f"(#100) file_type must be one of {', '.join(FILE_TYPES)}", code=100
+        )
+    if org is not None and not (isinstance(org, (int, str)) and str(org).isdigit()):
+        return graph_error(400, "(#100) organization_id must be numeric", code=100)
+    async with app[FINISH_LOCK_KEY]:
+        done = store.db.execute(
+            "SELECT id FROM clusters WHERE file_handle = ?", (handle,)
+        ).fetchone()
+        if done is not None:
+            return web.json_response({"cluster_id": done["id"]})
+        row = store.db.execute(
+            "SELECT session_key FROM uploads WHERE handle = ?", (handle,)
+        ).fetchone()
+        if row is None:
+            return graph_error(400, f"(#100) unknown file handle {handle!r}", code=100)
+        path = store.upload_path(row["session_key"])
+        loop = asyncio.get_running_loop()
+        try:
+            if file_type == "zip":
+                images = await loop.run_in_executor(None, _images_of_zip, path)
+            else:
+                sources = _manifest_sources(store, path)
+                images = await loop.run_in_executor(None, _load_images, sources)
+        except BadUpload as e:
+            return graph_error(400, str(e), code=100, user_title="Invalid upload", user_msg=str(e))
+        cluster_id = _create_cluster(store, user["id"], file_type, handle, org, images)
+        stats.clusters += 1
+        log.info("cluster %s: %d images", cluster_id, len(images))
+        return web.json_response({"cluster_id": cluster_id})
+
+
+def _create_cluster(
+    store: Store,
+    user_id: str,
+    file_type: str,
+    handle: str,
+    org: int | str | None,
+    images: list[_Image],
+) -> str:
+    now = time.time()
+    cluster_id, seq_id = store.new_id(), _sequence_id()
+    org_s = str(org) if org is not None else None
+    placed = []
+    db = store.db
+    db.execute("BEGIN")
+    try:
+        db.execute(
+            "INSERT INTO clusters (id, user_id, file_type, file_handle, organization_id, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (cluster_id, user_id, file_type, handle, org_s, now),
+        )
+        db.execute(
+            "INSERT INTO sequences (id, cluster_id, user_id, organization_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (seq_id, cluster_id, user_id, org_s, now),
+        )
+        for i, im in enumerate(images):
+            d = im.description
+            image_id = store.new_id()
+            rel = _place(store, im, image_id)
+            placed.append(store.root / rel)
+            heading = (d.get("MAPCompassHeading") or {}).get("TrueHeading")
+            db.execute(
+                "INSERT INTO images (id, sequence_id, seq_index, user_id, organization_id, "
+                "captured_at, lon, lat, altitude, compass_angle, make, model, width, height, "
+                "md5, path, description) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    image_id,
+                    seq_id,
+                    i,
+                    user_id,
+                    org_s,
+                    int(parse_capture_time(d["MAPCaptureTime"]).timestamp() * 1000),
+                    d["MAPLongitude"],
+                    d["MAPLatitude"],
+                    d.get("MAPAltitude"),
+                    heading,
+                    d.get("MAPDeviceMake"),
+                    d.get("MAPDeviceModel"),
+                    im.width,
+                    im.height,
+                    im.md5,
+                    rel,
+                    im.raw_description,
+                ),
+            )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        for p in placed:
+            p.unlink(missing_ok=True)
+        raise
+    return cluster_id
+
+
+def add_routes(app: web.Application) -> None:
+    app[LOCKS_KEY] = {}
+    app[FINISH_LOCK_KEY] = asyncio.Lock()
+    app.router.add_get("/upload/{session_key}", get_offset)
+    app.router.add_post("/upload/{session_key}", post_chunk)
+    app.router.add_post("/finish_upload", finish_upload)
