@@ -8,5 +8,12 @@ from __future__ import annotations
 
 from ._tz import parse_timezone
 from .read import read_image
+from .write import inject_description, set_exif_bytes, update_exif
 
-__all__ = ["parse_timezone", "read_image"]
+__all__ = [
+    "inject_description",
+    "parse_timezone",
+    "read_image",
+    "set_exif_bytes",
+    "update_exif",
+]

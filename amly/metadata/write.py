@@ -1,0 +1,369 @@
+"""Writing EXIF losslessly: only the EXIF APP1 segment of a JPEG changes.
+
+Why not piexif: measured on a JPEG with JFIF APP0 + EXIF APP1 + XMP APP1 + ICC APP2 (see
+``tests/test_metadata_write.py::test_piexif_findings``), ``piexif.insert`` silently drops the
+JFIF APP0 segment (``_common.merge_segments`` removes it whenever an EXIF APP1 exists) and
+re-lays out the whole EXIF block, moving the MakerNote (whose internal offsets then point to
+the wrong bytes); on a file whose first APP1 is XMP it inserts a second EXIF block. amly
+therefore edits the TIFF structure itself:
+
+* the original EXIF bytes are kept as they are, so a MakerNote (and the thumbnail, and any
+  other value) stays at its offset and keeps meaning what it meant;
+* a changed value that fits where the old one was is overwritten there; a longer one is
+  appended at the end of the block;
+* an IFD that gains a tag is rewritten, as a copy, at the end of the block, and the one
+  pointer to it (the TIFF header for IFD0, IFD0's Exif/GPS pointer) is updated;
+* every other segment (JFIF, XMP, ICC, other APPn, COM) and the scan data are copied
+  byte-for-byte; a file without EXIF gets one right after SOI/APP0; a duplicate EXIF APP1
+  (some tools write two) is removed, so there is always exactly one.
+
+Files are replaced with :func:`amly._atomic.atomic_write`: a crash leaves the old file or the
+new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from datetime import datetime, timedelta, timezone
+from typing import Any, cast
+
+from .._atomic import atomic_write
+from ..errors import MetadataError
+from . import _tiff as T
+from ._jpeg import APP1, EXIF_PREFIX, JpegError, exif_insert_position, segment, walk
+
+#: APP1 payload limit: the segment length field is 16 bits and counts itself.
+MAX_APP1_PAYLOAD = 0xFFFD
+_EXIF_HEADER = b"Exif\x00\x00"
+EXIF_VERSION = 0x9000
+_Value = tuple[int, int, bytes]  # (TIFF type, count, value bytes in the block's byte order)
+
+
+def update_exif(
+    path: str | os.PathLike[str],
+    *,
+    capture_time: datetime | None = None,
+    lat: float | None = None,
+    lon: float | None = None,
+    alt: float | None = None,
+    heading: float | None = None,
+    description: str | None = None,
+    make: str | None = None,
+    model: str | None = None,
+) -> None:
+    """Change EXIF fields of the JPEG at ``path`` in place, losslessly and atomically.
+
+    ``None`` leaves a field as it is. ``capture_time`` (timezone-aware) writes
+    DateTimeOriginal/SubSecTimeOriginal/OffsetTimeOriginal in the time's own zone, and the
+    GPS date/time stamp (UTC) when a position is written too or the file already has one;
+    ``lat``/``lon`` (together) the GPS position; ``heading`` GPSImgDirection (true north).
+    """
+    name = os.fspath(path)
+    fields = _fields(capture_time, lat, lon, alt, heading, description, make, model)
+    if not fields:
+        return
+    with open(name, "rb") as f:
+        jpeg = f.read()
+    # memoryview slices are written as they are: no copy of the scan data.
+    atomic_write(name, cast("list[bytes]", _edit(jpeg, name, fields)))
+
+
+def set_exif_bytes(
+    jpeg: bytes,
+    *,
+    capture_time: datetime | None = None,
+    lat: float | None = None,
+    lon: float | None = None,
+    alt: float | None = None,
+    heading: float | None = None,
+    description: str | None = None,
+    make: str | None = None,
+    model: str | None = None,
+    name: str = "<jpeg bytes>",
+) -> bytes:
+    """The same edit as :func:`update_exif` on JPEG bytes in memory. ``name`` only labels
+    errors (:class:`~amly.errors.MetadataError`)."""
+    fields = _fields(capture_time, lat, lon, alt, heading, description, make, model)
+    if not fields:
+        return jpeg
+    return b"".join(_edit(jpeg, name, fields))
+
+
+def inject_description(jpeg: bytes, description_json: str, *, name: str = "<jpeg bytes>") -> bytes:
+    """``jpeg`` with EXIF ImageDescription set to ``description_json`` (the upload fast path:
+    header-sized work plus one copy of the bytes).
+
+    >>> from amly import synth
+    >>> from datetime import datetime, timezone
+    >>> jpeg = synth.splice_exif(synth.base_frames(16, 16)[0],
+    ...                          synth.exif_bytes(time=datetime(2024, 1, 1, tzinfo=timezone.utc)))
+    >>> out = inject_description(jpeg, '{"MAPLatitude":1}')
+    >>> b'{"MAPLatitude":1}' in out, len(out) - len(jpeg) < 200
+    (True, True)
+    """
+    return b"".join(_edit(jpeg, name, {"description": description_json}))
+
+
+# -- values -----------------------------------------------------------------------------------
+
+
+def _fields(
+    capture_time: datetime | None,
+    lat: float | None,
+    lon: float | None,
+    alt: float | None,
+    heading: float | None,
+    description: str | None,
+    make: str | None,
+    model: str | None,
+) -> dict[str, Any]:
+    """The requested fields, validated (``ValueError`` for values no file should get)."""
+    if (lat is None) != (lon is None):
+        raise ValueError("lat and lon must be written together")
+    if lat is not None and lon is not None:
+        if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+            raise ValueError(f"position out of range: {lat}, {lon}")
+    if capture_time is not None and capture_time.utcoffset() is None:
+        raise ValueError("capture_time must be timezone-aware")
+    if heading is not None and not 0.0 <= heading % 360.0 < 360.0:
+        raise ValueError(f"bad heading: {heading}")
+    fields = {
+        "capture_time": capture_time,
+        "lat": lat,
+        "lon": lon,
+        "alt": alt,
+        "heading": heading,
+        "description": description,
+        "make": make,
+        "model": model,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def _ascii(s: str) -> _Value:
+    """A NUL-terminated ASCII value (UTF-8 bytes, as exiftool and the Mapillary tools use).
+
+    >>> _ascii("N")
+    (2, 2, b'N\\x00')
+    """
+    raw = s.encode("utf-8")
+    if b"\x00" in raw:
+        raise ValueError("EXIF text cannot contain NUL characters")
+    return (T.ASCII, len(raw) + 1, raw + b"\x00")
+
+
+def _rationals(e: str, pairs: list[tuple[int, int]]) -> _Value:
+    flat = [v for pair in pairs for v in pair]
+    return (T.RATIONAL, len(pairs), struct.pack(f"{e}{len(flat)}L", *flat))
+
+
+def dms(value: float) -> list[tuple[int, int]]:
+    """Degrees as (degrees, minutes, seconds) rationals, exact to 1e-6 arc seconds.
+
+    >>> dms(52.5)
+    [(52, 1), (30, 1), (0, 1000000)]
+    >>> dms(-13.405)
+    [(13, 1), (24, 1), (18000000, 1000000)]
+    """
+    micro = round(abs(value) * 3600 * 1_000_000)
+    deg, rest = divmod(micro, 3600 * 1_000_000)
+    minutes, seconds = divmod(rest, 60 * 1_000_000)
+    return [(deg, 1), (minutes, 1), (seconds, 1_000_000)]
+
+
+def format_offset(t: datetime) -> str:
+    """EXIF OffsetTime text of an aware datetime.
+
+    >>> format_offset(datetime(2024, 1, 1, tzinfo=timezone(timedelta(hours=-5, minutes=-30))))
+    '-05:30'
+    """
+    off = t.utcoffset() or timedelta(0)
+    sign = "-" if off < timedelta(0) else "+"
+    minutes = abs(off) // timedelta(minutes=1)
+    return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
+
+
+def _edits(e: str, fields: dict[str, Any], gps: dict[int, T.Entry]) -> dict[str, dict[int, _Value]]:
+    """The tag values to write per IFD ("0th", "Exif", "GPS")."""
+    ifd0: dict[int, _Value] = {}
+    exif: dict[int, _Value] = {}
+    gpsv: dict[int, _Value] = {}
+    for key, tag in (("description", T.IMAGE_DESCRIPTION), ("make", T.MAKE), ("model", T.MODEL)):
+        if key in fields:
+            ifd0[tag] = _ascii(fields[key])
+    t: datetime | None = fields.get("capture_time")
+    if t is not None:
+        exif[T.DATETIME_ORIGINAL] = _ascii(t.strftime("%Y:%m:%d %H:%M:%S"))
+        us = t.microsecond
+        exif[T.SUBSEC_TIME_ORIGINAL] = _ascii(
+            f"{us // 1000:03d}" if us % 1000 == 0 else f"{us:06d}"
+        )
+        exif[T.OFFSET_TIME_ORIGINAL] = _ascii(format_offset(t))
+    if "lat" in fields:
+        lat, lon = fields["lat"], fields["lon"]
+        if T.GPS_VERSION not in gps:
+            gpsv[T.GPS_VERSION] = (T.BYTE, 4, bytes((2, 3, 0, 0)))
+        gpsv[T.GPS_LAT_REF] = _ascii("N" if lat >= 0 else "S")
+        gpsv[T.GPS_LAT] = _rationals(e, dms(lat))
+        gpsv[T.GPS_LON_REF] = _ascii("E" if lon >= 0 else "W")
+        gpsv[T.GPS_LON] = _rationals(e, dms(lon))
+    if "alt" in fields:
+        alt = fields["alt"]
+        gpsv[T.GPS_ALT_REF] = (T.BYTE, 1, bytes((0 if alt >= 0 else 1,)))
+        gpsv[T.GPS_ALT] = _rationals(e, [(round(abs(alt) * 1000), 1000)])
+    if "heading" in fields:
+        gpsv[T.GPS_DIRECTION_REF] = _ascii("T")
+        gpsv[T.GPS_DIRECTION] = _rationals(
+            e, [(round(fields["heading"] % 360.0 * 100) % 36000, 100)]
+        )
+    if t is not None and ("lat" in fields or T.GPS_DATESTAMP in gps or T.GPS_TIMESTAMP in gps):
+        # Readers prefer the GPS clock: keep it in step with the new capture time.
+        u = t.astimezone(timezone.utc)
+        gpsv[T.GPS_DATESTAMP] = _ascii(u.strftime("%Y:%m:%d"))
+        gpsv[T.GPS_TIMESTAMP] = _rationals(
+            e, [(u.hour, 1), (u.minute, 1), (u.second * 1_000_000 + u.microsecond, 1_000_000)]
+        )
+    return {"0th": ifd0, "Exif": exif, "GPS": gpsv}
+
+
+# -- the TIFF edit ----------------------------------------------------------------------------
+
+
+def _append(out: bytearray, data: bytes) -> int:
+    """Append ``data`` at a word-aligned offset (TIFF wants even offsets); return it."""
+    if len(out) % 2:
+        out.append(0)
+    at = len(out)
+    out += data
+    return at
+
+
+def _place(out: bytearray, e: str, old: T.Entry | None, value: _Value) -> bytes:
+    """Store ``value`` and return the 4-byte value field of its entry: inline when it fits,
+    else over the old value when that slot is big enough, else appended."""
+    data = value[2]
+    if len(data) <= 4:
+        return data.ljust(4, b"\x00")
+    if old is not None:
+        old_size = T.TYPE_SIZES.get(old.type, 1) * old.n
+        if (
+            old_size > 4
+            and len(data) <= old_size
+            and 8 <= old.pos
+            and old.pos + old_size <= len(out)
+        ):
+            out[old.pos : old.pos + old_size] = data.ljust(old_size, b"\x00")
+            return struct.pack(e + "L", old.pos)
+    return struct.pack(e + "L", _append(out, data))
+
+
+def _apply_ifd(
+    out: bytearray, src: bytes, e: str, at: int | None, edits: dict[int, _Value], name: str
+) -> int:
+    """Apply ``edits`` to the IFD at ``at`` (``None``: create it); return where it now is."""
+    entries = T.read_ifd(src, e, at, name) if at is not None else {}
+    if at is not None and all(tag in entries for tag in edits):
+        for tag, value in edits.items():  # same tags: patch the entries in place
+            old = entries[tag]
+            field = _place(out, e, old, value)
+            out[old.at : old.at + 12] = struct.pack(e + "HHL", tag, value[0], value[1]) + field
+        return at
+    records = {tag: src[ent.at : ent.at + 12] for tag, ent in entries.items()}
+    for tag, value in edits.items():
+        field = _place(out, e, entries.get(tag), value)
+        records[tag] = struct.pack(e + "HHL", tag, value[0], value[1]) + field
+    nxt = T.ifd_next(src, e, at) if at is not None else 0
+    body = b"".join(records[tag] for tag in sorted(records))
+    return _append(out, struct.pack(e + "H", len(records)) + body + struct.pack(e + "L", nxt))
+
+
+def edit_tiff(tiff: bytes | None, fields: dict[str, Any]) -> bytes:
+    """The TIFF block of an EXIF segment with ``fields`` written (``None``: a new block).
+
+    >>> t = edit_tiff(None, {"make": "Cam"})
+    >>> t[:4], b"Cam\\x00" in t
+    (b'II*\\x00', True)
+    """
+    if tiff is None:
+        src = b"II*\x00\x00\x00\x00\x00"
+        e, ifd0_at = "<", None
+    else:
+        src = tiff
+        e, first = T.header(src)
+        ifd0_at = first
+    out = bytearray(src)
+    ifd0 = T.read_ifd(src, e, ifd0_at, "IFD0") if ifd0_at is not None else {}
+    sub: dict[str, int | None] = {"Exif": None, "GPS": None}
+    for key, tag in (("Exif", T.EXIF_POINTER), ("GPS", T.GPS_POINTER)):
+        ent = ifd0.get(tag)
+        if ent is not None and ent.n >= 1:
+            sub[key] = T.ints(src, e, ent, tag)[0]
+    gps = T.read_ifd(src, e, sub["GPS"], "GPS IFD") if sub["GPS"] is not None else {}
+    edits = _edits(e, fields, gps)
+    if sub["Exif"] is None and edits["Exif"]:
+        edits["Exif"][EXIF_VERSION] = (T.UNDEFINED, 4, b"0232")  # required in a new Exif IFD
+    for key, tag in (("Exif", T.EXIF_POINTER), ("GPS", T.GPS_POINTER)):
+        if edits[key]:
+            at = _apply_ifd(out, src, e, sub[key], edits[key], f"{key} IFD")
+            if at != sub[key]:
+                edits["0th"][tag] = (T.LONG, 1, struct.pack(e + "L", at))
+    if edits["0th"]:
+        at = _apply_ifd(out, src, e, ifd0_at, edits["0th"], "IFD0")
+        if at != ifd0_at:
+            struct.pack_into(e + "L", out, 4, at)
+    return bytes(out)
+
+
+# -- the JPEG edit ----------------------------------------------------------------------------
+
+
+def _edit(jpeg: bytes, name: str, fields: dict[str, Any]) -> list[bytes | memoryview]:
+    """The pieces of the edited JPEG: unchanged slices of ``jpeg`` around one new EXIF APP1."""
+    if not jpeg:
+        raise MetadataError(name, "empty file (0 bytes)", hint="nothing to write EXIF into")
+    try:
+        lay = walk(jpeg, True)
+    except JpegError as exc:
+        raise MetadataError(name, exc.message, hint=exc.hint) from None
+    view = memoryview(jpeg)
+    exif = lay.exif
+    try:
+        if exif is None:
+            prefix, tiff = _EXIF_HEADER, edit_tiff(None, fields)
+        else:
+            prefix = jpeg[exif.data : exif.data + 6]
+            tiff = edit_tiff(jpeg[exif.data + 6 : exif.end], fields)
+    except (T.TiffError, struct.error, IndexError) as exc:
+        raise MetadataError(
+            name,
+            f"corrupt EXIF, not rewritten: {exc}",
+            hint="repair it with `exiftool -all= -tagsfromfile @ -all:all FILE` first",
+        ) from None
+    if len(prefix) + len(tiff) > MAX_APP1_PAYLOAD:
+        size = len(fields.get("description") or "")
+        raise MetadataError(
+            name,
+            f"the EXIF block would grow to {len(prefix) + len(tiff)} bytes, over the "
+            f"{MAX_APP1_PAYLOAD}-byte limit of a JPEG segment"
+            + (f" (the description is {size} bytes)" if size else ""),
+            hint="shorten the description, or strip the EXIF thumbnail with "
+            "`exiftool -ThumbnailImage= FILE`",
+        )
+    new = segment(APP1, prefix + tiff)
+    if exif is None:
+        pos = exif_insert_position(jpeg, lay)
+        return [view[:pos], new, view[pos:]]
+    # Drop any further EXIF APP1 segment: a file must carry exactly one.
+    dups = [
+        s
+        for s in lay.segments
+        if s.marker == APP1 and s.start > exif.start and jpeg[s.data : s.data + 5] == EXIF_PREFIX
+    ]
+    parts: list[bytes | memoryview] = [view[: exif.start], new]
+    pos = exif.end
+    for s in dups:
+        parts.append(view[pos : s.start])
+        pos = s.end
+    parts.append(view[pos:])
+    return parts
