@@ -1,0 +1,168 @@
+"""``amly geotag``: write positions from a GPX or NMEA track into photos, in place.
+
+Each photo's camera time (plus ``--offset-time``) is looked up in the track; latitude,
+longitude, altitude and the direction of travel are written losslessly (only the EXIF segment
+changes). Photos taken before or after the track, or inside a hole in it longer than
+``--max-gap``, are reported and left untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from typing import Any
+
+from ..errors import UsageError
+from ..types import ImageMeta
+from ._common import Progress, Summary, add_output_options, add_timezone_option
+
+EPILOG = """\
+examples:
+  amly geotag photos/ --gpx track.gpx
+  # the camera clock is 12.5 s behind the GPS clock
+  amly geotag photos/ --gpx track.gpx --offset-time 12.5
+  # point each photo at the next one instead of the track's direction, camera looks left
+  amly geotag photos/ --nmea log.nmea --interpolate-direction --offset-angle 270
+
+exit codes: 0 all photos geotagged, 1 some photos failed (listed, not modified),
+2 bad arguments or unreadable track
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "geotag",
+        help="write positions from a GPX/NMEA track into photos (in place, lossless)",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dir", metavar="DIR", help="folder of JPEGs (subfolders included)")
+    add_track_options(p, required=True)
+    p.add_argument(
+        "--interpolate-direction",
+        action="store_true",
+        help="direction = towards the next photo (default: the track's direction of travel)",
+    )
+    p.add_argument(
+        "--offset-angle",
+        type=float,
+        default=0.0,
+        metavar="DEG",
+        help="degrees added to every direction (camera not facing forward) [0]",
+    )
+    add_timezone_option(p)
+    add_output_options(p)
+    p.set_defaults(func=run)
+
+
+def add_track_options(p: argparse.ArgumentParser, *, required: bool) -> None:
+    """``--gpx``/``--nmea``, ``--offset-time``, ``--use-gpx-start-time``, ``--max-gap``:
+    shared by ``geotag`` and ``process``."""
+    g = p.add_argument_group("track")
+    src = g.add_mutually_exclusive_group(required=required)
+    src.add_argument("--gpx", metavar="FILE", help="GPX track to take positions from")
+    src.add_argument("--nmea", metavar="FILE", help="NMEA log to take positions from")
+    g.add_argument(
+        "--offset-time",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="seconds to add to camera times to get GPS times (camera clock offset) [0]",
+    )
+    g.add_argument(
+        "--use-gpx-start-time",
+        action="store_true",
+        help="align the first photo with the first track point (then apply --offset-time)",
+    )
+    g.add_argument(
+        "--max-gap",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="photos between track points further apart than this are not geotagged [60]",
+    )
+
+
+def load_track(args: argparse.Namespace) -> list[list[Any]] | None:
+    """The track segments named by ``--gpx``/``--nmea`` (None if neither)."""
+    from .. import gpx
+
+    path = getattr(args, "gpx", None) or getattr(args, "nmea", None)
+    if not path:
+        return None
+    try:
+        segments = gpx.read_nmea(path) if getattr(args, "nmea", None) else gpx.read_track(path)
+    except FileNotFoundError:
+        raise UsageError(f"no such track file: {path}") from None
+    except (ValueError, OSError) as e:
+        raise UsageError(f"cannot read the track {path}: {e}") from None
+    if not any(segments):
+        raise UsageError(f"the track {path} has no points")
+    return list(segments)
+
+
+def _write_position(m: ImageMeta) -> str:
+    from ..metadata import update_exif
+
+    update_exif(m.path, lat=m.lat, lon=m.lon, alt=m.alt, heading=m.heading)
+    return m.path
+
+
+def _directions(images: list[ImageMeta], args: argparse.Namespace) -> list[ImageMeta]:
+    from .. import sequence
+
+    out: list[ImageMeta] = []
+    for group in sequence.group_images(images):
+        if args.interpolate_direction:
+            out.extend(sequence.interpolate_headings(group, args.offset_angle))
+        elif args.offset_angle:
+            out.extend(sequence.rotate_headings(group, args.offset_angle))
+        else:
+            out.extend(group)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..metadata import parse_timezone
+    from ..pipeline import Pool, geotag_from_track, read_all, scan
+
+    try:
+        tz = parse_timezone(args.timezone)
+    except (ValueError, KeyError) as e:
+        raise UsageError(f"unknown time zone {args.timezone!r}: {e}") from None
+    track = load_track(args)
+    assert track is not None
+    try:
+        folders = scan([args.dir])
+    except FileNotFoundError:
+        raise UsageError(f"no such folder: {args.dir}") from None
+    summary = Summary("geotag")
+    quiet = args.no_progress or args.quiet
+    n = sum(len(f.files) for f in folders)
+    with Pool() as pool:
+        progress = Progress("reading", n, enabled=not quiet)
+        images, errors = read_all(folders, tz=tz, pool=pool, on_read=progress.update)
+        progress.close()
+        for err in errors:
+            summary.fail(err)
+        tagged, outside = geotag_from_track(
+            images,
+            track,
+            offset_time=args.offset_time,
+            use_gpx_start_time=args.use_gpx_start_time,
+            max_gap=args.max_gap,
+        )
+        for err in outside:
+            summary.fail(err)
+        tagged = _directions(tagged, args)
+        progress = Progress("writing", len(tagged), enabled=not quiet)
+        for r in pool.map(functools.partial(_write_position), tagged):
+            if isinstance(r, str):
+                summary.count("geotagged")
+            else:
+                summary.fail(r)
+            progress.update()
+        progress.close()
+    summary.info["images"] = n
+    return summary.emit(args)

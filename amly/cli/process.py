@@ -1,0 +1,209 @@
+"""``amly process``: everything before an upload, in memory, without touching a photo.
+
+Reads every JPEG under DIR (subfolders included) in a process pool, optionally geotags from
+a GPX/NMEA track, groups by folder and camera, cuts sequences (distance/time), drops
+near-duplicates, fills directions, flags GPS jumps and (0,0) fixes. Writes
+``mapillary_image_description.json`` in the official format (readable by
+``mapillary_tools upload``): by default one per DIR, listing the photos under it; with
+``--desc-path`` one file for all (``-`` = stdout). ``--geojson`` also writes the sequences
+as LineStrings and the flagged photos as Points (property ``type`` = error type).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from ..errors import DuplicateError, UsageError
+from ._common import Progress, Summary, add_output_options, add_timezone_option
+from .geotag import add_track_options, load_track
+
+EPILOG = """\
+examples:
+  amly process photos/
+  amly process day1/ day2/ --desc-path all.json --geojson map.geojson
+  amly process photos/ --gpx track.gpx --offset-time -3.5 --interpolate-directions
+  amly process photos/ --cutoff-distance 50 --cutoff-time 30 --duplicate-distance 1
+
+Duplicates are not failures (they are simply not uploaded).
+exit codes: 0 every photo is ready or a duplicate, 1 some photos failed (listed; their
+entries in the description file say why), 2 bad arguments
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "process",
+        help="geotag, split, dedup in memory and write mapillary_image_description.json",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dirs", metavar="DIR", nargs="+", help="folders (or single JPEGs) to process")
+    add_process_options(p)
+    add_timezone_option(p)
+    g = p.add_argument_group("outputs")
+    g.add_argument(
+        "--desc-path",
+        metavar="PATH",
+        help="one description file for everything ('-' = stdout) "
+        "[DIR/mapillary_image_description.json for each DIR]",
+    )
+    g.add_argument("--geojson", metavar="PATH", help="also write sequences and flagged photos")
+    add_output_options(p)
+    p.set_defaults(func=run)
+
+
+def add_process_options(p: argparse.ArgumentParser) -> None:
+    """Sequence, duplicate, direction and track options: shared with ``process-and-upload``."""
+    g = p.add_argument_group("sequences (defaults: mapillary_tools')")
+    g.add_argument(
+        "--cutoff-distance",
+        type=float,
+        default=100.0,
+        metavar="M",
+        help="cut where consecutive photos are further apart [100]",
+    )
+    g.add_argument(
+        "--cutoff-time",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="cut where consecutive photos are longer apart (0: estimate) [60]",
+    )
+    g.add_argument(
+        "--duplicate-distance",
+        type=float,
+        default=0.1,
+        metavar="M",
+        help="photos this close to the last kept one are duplicates (0: keep all) [0.1]",
+    )
+    g.add_argument(
+        "--duplicate-angle",
+        type=float,
+        default=5.0,
+        metavar="DEG",
+        help="... if they also point within this many degrees of it [5]",
+    )
+    g.add_argument(
+        "--max-speed",
+        type=float,
+        default=400.0,
+        metavar="KMH",
+        help="photos implying a faster jump are GPS errors (0: no check) [400]",
+    )
+    g.add_argument(
+        "--interpolate-directions",
+        action="store_true",
+        help="recompute every direction towards the next photo (default: only missing ones)",
+    )
+    g.add_argument(
+        "--offset-angle",
+        type=float,
+        default=0.0,
+        metavar="DEG",
+        help="degrees added to every direction (camera not facing forward) [0]",
+    )
+    g.add_argument(
+        "--skip-subfolders", action="store_true", help="only the photos directly in each DIR"
+    )
+    g.add_argument("--workers", type=int, metavar="N", help="reader processes [one per core]")
+    add_track_options(p, required=False)
+
+
+def options_from_args(args: argparse.Namespace) -> Any:
+    """A :class:`amly.pipeline.Options` from the parsed ``process`` options."""
+    from ..metadata import parse_timezone
+    from ..pipeline import Options
+
+    try:
+        tz = parse_timezone(args.timezone)
+    except (ValueError, KeyError) as e:
+        raise UsageError(f"unknown time zone {args.timezone!r}: {e}") from None
+    for name in ("cutoff_distance", "duplicate_distance", "duplicate_angle", "max_speed"):
+        if getattr(args, name) < 0:
+            raise UsageError(f"--{name.replace('_', '-')} must not be negative")
+    track = load_track(args)
+    return Options(
+        cutoff_distance=args.cutoff_distance,
+        cutoff_time=args.cutoff_time if args.cutoff_time > 0 else None,
+        duplicate_distance=args.duplicate_distance,
+        duplicate_angle=args.duplicate_angle,
+        max_speed_kmh=args.max_speed if args.max_speed > 0 else None,
+        offset_angle=args.offset_angle,
+        interpolate_directions=args.interpolate_directions,
+        tz=tz,
+        track=track,
+        # With a track the offset only moves the lookup (like --interpolation_offset_time);
+        # without one it shifts the capture times (like mapillary_tools' --offset_time).
+        track_offset=args.offset_time if track is not None else 0.0,
+        time_offset=args.offset_time if track is None else 0.0,
+        use_gpx_start_time=args.use_gpx_start_time,
+        max_gap=args.max_gap if args.max_gap > 0 else None,
+        recursive=not args.skip_subfolders,
+        workers=args.workers,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import description
+    from .._atomic import atomic_write
+    from ..pipeline import description_entries, geojson_features, iter_groups, scan
+
+    if args.desc_path == "-" and args.json:
+        raise UsageError("--desc-path - and --json both want stdout; pick one")
+    options = options_from_args(args)
+    for d in args.dirs:
+        if not os.path.exists(d):
+            raise UsageError(f"no such file or folder: {d}")
+    summary = Summary("process")
+    total = sum(len(f.files) for f in scan(args.dirs, recursive=options.recursive))
+    progress = Progress("processing", total, enabled=not (args.no_progress or args.quiet))
+    roots = [os.path.abspath(d) for d in args.dirs]
+    entries: dict[str, list[dict[str, Any]]] = {r: [] for r in roots}
+    features: list[dict[str, Any]] = []
+    by_type: dict[str, int] = {}
+    for group in iter_groups(args.dirs, options, on_read=progress.update):
+        root = group.folder.root if group.folder.root in entries else roots[0]
+        entries.setdefault(root, []).extend(description_entries(group))
+        if args.geojson:
+            features.extend(geojson_features(group))
+        summary.count("images", len(group.folder.files))
+        summary.count("sequences", len(group.sequences))
+        summary.count("ready", sum(len(s.images) for s in group.sequences))
+        for e in group.errors:
+            by_type[e.kind] = by_type.get(e.kind, 0) + 1
+            if isinstance(e, DuplicateError):
+                summary.count("duplicates")
+            else:
+                summary.fail(e)
+    progress.close()
+
+    written = []
+    if args.desc_path == "-":
+        every = [e for r in roots for e in entries.get(r, [])]
+        sys.stdout.write(json.dumps(every, sort_keys=True, separators=(",", ":")) + "\n")
+    elif args.desc_path:
+        description.write_file(args.desc_path, [e for r in roots for e in entries.get(r, [])])
+        written.append(os.path.abspath(args.desc_path))
+    else:
+        for root, items in entries.items():
+            folder = root if os.path.isdir(root) else os.path.dirname(root)
+            path = os.path.join(folder, description.DESCRIPTION_FILE)
+            description.write_file(path, items)
+            written.append(path)
+    if args.geojson:
+        doc = {"type": "FeatureCollection", "features": features}
+        atomic_write(args.geojson, json.dumps(doc).encode())
+        written.append(os.path.abspath(args.geojson))
+    summary.info["errors_by_type"] = dict(sorted(by_type.items()))
+    summary.info["written"] = written
+    code = summary.emit(args)
+    if not args.quiet and not args.json and by_type:
+        print(
+            "by type: " + ", ".join(f"{k} {t}" for t, k in sorted(by_type.items())), file=sys.stderr
+        )
+    return code
