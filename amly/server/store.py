@@ -78,6 +78,26 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE INDEX IF NOT EXISTS images_by_seq ON images(sequence_id, captured_at);
 CREATE INDEX IF NOT EXISTS images_by_lat ON images(lat, lon);
 CREATE INDEX IF NOT EXISTS images_by_user ON images(user_id, captured_at);
+-- Read side (owner: amly.server.read): spatial index kept in sync by triggers, so writers
+-- only ever insert into images; computed (SfM-corrected) values when they differ.
+CREATE INDEX IF NOT EXISTS images_by_org ON images(organization_id, captured_at);
+CREATE VIRTUAL TABLE IF NOT EXISTS images_rtree USING rtree(rid, min_lon, max_lon, min_lat, max_lat);
+CREATE TRIGGER IF NOT EXISTS images_rtree_ins AFTER INSERT ON images BEGIN
+    INSERT OR REPLACE INTO images_rtree VALUES (CAST(new.id AS INTEGER), new.lon, new.lon, new.lat, new.lat);
+END;
+CREATE TRIGGER IF NOT EXISTS images_rtree_upd AFTER UPDATE OF lon, lat ON images BEGIN
+    INSERT OR REPLACE INTO images_rtree VALUES (CAST(new.id AS INTEGER), new.lon, new.lon, new.lat, new.lat);
+END;
+CREATE TRIGGER IF NOT EXISTS images_rtree_del AFTER DELETE ON images BEGIN
+    DELETE FROM images_rtree WHERE rid = CAST(old.id AS INTEGER);
+END;
+CREATE TABLE IF NOT EXISTS images_computed (
+    id              TEXT PRIMARY KEY REFERENCES images(id),
+    lon             REAL,
+    lat             REAL,
+    altitude        REAL,
+    compass_angle   REAL
+);
 """
 
 
