@@ -1,0 +1,269 @@
+"""``amly download images|gpx``: fetch the imagery or the GPS tracks of a box.
+
+Images land in ``OUT/<sequence id>/<image id>.jpg`` with EXIF (position, altitude, capture
+time, direction, camera) written in, plus ``OUT/index.geojson``. A rerun resumes: finished
+images are skipped (``OUT/.amly/manifest.sqlite3``); a rerun with another box or filters
+reuses the files the two queries share (``index.geojson`` describes the latest query).
+Tracks land in ``OUT/<sequence id>.gpx`` (GPX 1.1, one per sequence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from ..api._http import Transport
+from ..api._limits import Limits
+from ..api.download import check_bbox, download_gpx, download_images, normalize_size
+from ..api.search import SEARCH_LIMIT, Filters
+from ..config import Endpoints, Secret
+from ..errors import AuthError, UsageError
+from ._common import Progress, Summary, add_output_options, run_async
+
+
+def parse_bbox(text: str) -> tuple[float, float, float, float]:
+    """``W,S,E,N`` -> floats, checked (a :class:`UsageError` before any work).
+
+    >>> parse_bbox("13.4,52.5,13.41,52.51")
+    (13.4, 52.5, 13.41, 52.51)
+    """
+    parts = [p for p in text.replace(" ", "").split(",") if p]
+    try:
+        nums = tuple(float(p) for p in parts)
+    except ValueError:
+        raise UsageError(f"bad --bbox {text!r}: need 4 numbers WEST,SOUTH,EAST,NORTH") from None
+    if len(nums) != 4:
+        raise UsageError(f"bad --bbox {text!r}: need 4 numbers WEST,SOUTH,EAST,NORTH")
+    return check_bbox(nums)
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """An ISO 8601 date or time; a naive one is UTC.
+
+    >>> parse_time("2020-01-02").isoformat(), parse_time("2020-01-02T03:04:05Z").hour
+    ('2020-01-02T00:00:00+00:00', 3)
+    """
+    if not text:
+        return None
+    try:
+        dt = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"bad time {text!r}: use ISO 8601 like 2021-06-01T12:00:00Z") from None
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt
+
+
+def parse_limits(text: str | None) -> Limits:
+    """``search=N,entity=N,tiles=N`` (per minute, per minute, per day; 0 = unlimited).
+
+    >>> parse_limits("search=100,tiles=0").search_per_minute, parse_limits(None).tiles_per_day
+    (100.0, 50000)
+    """
+    limits = Limits()
+    if not text:
+        return limits
+    names = {"search": "search_per_minute", "entity": "entity_per_minute", "tiles": "tiles_per_day"}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key.strip() not in names:
+            raise UsageError(f"bad --rate-limits item {item!r}: use search=N,entity=N,tiles=N")
+        try:
+            n = float(value)
+        except ValueError:
+            raise UsageError(f"bad --rate-limits value in {item!r}") from None
+        setattr(limits, names[key.strip()], None if n <= 0 else n)
+    return limits
+
+
+def resolve_token(explicit: str | None) -> Secret:
+    """``--token``, else ``MAPILLARY_ACCESS_TOKEN``, else the saved profile (``amly auth``)."""
+    value = explicit or os.environ.get("MAPILLARY_ACCESS_TOKEN")
+    if not value:
+        try:  # the auth verb's profile store, when present
+            from .. import auth as _auth  # type: ignore[attr-defined]
+
+            loader = getattr(_auth, "load_token", None)
+            found = loader() if loader is not None else None
+            if found:
+                return found if isinstance(found, Secret) else Secret(str(found))
+        except ImportError:
+            pass
+        raise AuthError(
+            "no access token",
+            hint="pass --token, set MAPILLARY_ACCESS_TOKEN, or run 'amly auth'",
+        )
+    return Secret(value)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bbox", required=True, metavar="W,S,E,N", help="box in degrees")
+    p.add_argument("--out", default="mapillary_download", metavar="DIR", help="output folder")
+    p.add_argument("--max-results", type=int, metavar="N", help="stop after N results")
+    p.add_argument("--user", metavar="NAME", help="only this creator's images")
+    p.add_argument("--endpoint", metavar="URL", help="an amly server base URL")
+    p.add_argument("--token", metavar="TOKEN", help="access token (default: environment)")
+    p.add_argument("--concurrency", type=int, default=32, metavar="N", help="default 32")
+    p.add_argument(
+        "--method",
+        choices=("tiles", "search"),
+        default="tiles",
+        help="enumerate with z14 vector tiles (default; no cap) or with searches over "
+        "cells that split when full",
+    )
+    p.add_argument(
+        "--rate-limits",
+        metavar="SPEC",
+        help="per-surface limits search=N,entity=N (per minute),tiles=N (per day); 0 = none",
+    )
+    p.add_argument("--search-limit", type=int, default=SEARCH_LIMIT, help=argparse.SUPPRESS)
+    add_output_options(p)
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "download",
+        help="download images or GPS tracks of a box",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="what", metavar="WHAT")
+    sub.required = True
+
+    pi = sub.add_parser("images", help="download images (with EXIF) and an index.geojson")
+    _common(pi)
+    pi.add_argument(
+        "--size",
+        default="1024",
+        metavar="S",
+        help="256, 1024 (default), 2048 or original (legacy 320/640 map to 256/1024)",
+    )
+    pi.add_argument("--start", metavar="TIME", help="captured at or after (ISO 8601)")
+    pi.add_argument("--end", metavar="TIME", help="captured at or before (ISO 8601)")
+    pano = pi.add_mutually_exclusive_group()
+    pano.add_argument("--pano", dest="pano", action="store_true", default=None)
+    pano.add_argument("--no-pano", dest="pano", action="store_false", help="exclude panoramas")
+    pi.add_argument("--organization-id", metavar="ID", help="only this organization's images")
+    pi.set_defaults(func=run_images)
+
+    pg = sub.add_parser("gpx", help="one GPX file per sequence found in the box")
+    _common(pg)
+    pg.set_defaults(func=run_gpx)
+
+
+def _transport(args: argparse.Namespace) -> Transport:
+    if args.concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    return Transport(
+        Endpoints.from_env(args.endpoint),
+        resolve_token(args.token),
+        concurrency=max(8, args.concurrency + 8),
+        limits=parse_limits(args.rate_limits),
+    )
+
+
+def run_images(args: argparse.Namespace) -> int:
+    bbox = parse_bbox(args.bbox)
+    size, note = normalize_size(args.size)
+    if note and not args.quiet:
+        print(f"amly download: {note}", file=sys.stderr)
+    if args.max_results is not None and args.max_results < 0:
+        raise UsageError("--max-results must be >= 0")
+    filters = Filters(
+        start=parse_time(args.start),
+        end=parse_time(args.end),
+        username=args.user,
+        is_pano=args.pano,
+        organization_id=args.organization_id,
+    )
+    if filters.start and filters.end and filters.start > filters.end:
+        raise UsageError("--start is after --end")
+    transport = _transport(args)
+    summary = Summary("download images")
+    progress = Progress("download", args.max_results, enabled=not args.no_progress)
+
+    async def main() -> Any:
+        async with transport:
+            return await download_images(
+                transport,
+                bbox,
+                args.out,
+                size=size,
+                filters=filters,
+                method=args.method,
+                max_results=args.max_results,
+                concurrency=args.concurrency,
+                search_limit=args.search_limit,
+                on_image=lambda _i, _s: progress.update(),
+            )
+
+    try:
+        res = run_async(main())
+    finally:
+        progress.close()
+    summary.count("downloaded", res.downloaded)
+    summary.count("reused", res.reused)
+    for f in res.failures:
+        summary.fail(f["error"], path=f["file"], kind=f["type"])
+    rep = res.report
+    summary.info.update(
+        out=args.out,
+        index=res.index,
+        bytes=res.bytes,
+        query_changed=res.query_changed,
+        enumeration={
+            "method": args.method,
+            "tiles": rep.tiles,
+            "searches": rep.searches,
+            "splits": rep.splits,
+            "time_splits": rep.time_splits,
+            "candidates": rep.candidates,
+            "duplicates": rep.duplicates,
+            "truncated_cells": len(rep.truncated),
+        },
+    )
+    if rep.truncated:
+        print(
+            f"amly download: {len(rep.truncated)} search cell(s) were still full at the "
+            "minimum size and time span: some images there may be missing; rerun with "
+            "--method tiles",
+            file=sys.stderr,
+        )
+    if res.query_changed and not args.quiet:
+        print(
+            "amly download: the query changed since the last run in this folder: shared "
+            "images were reused; index.geojson describes this query only",
+            file=sys.stderr,
+        )
+    code = summary.emit(args)
+    return 1 if rep.truncated and code == 0 else code
+
+
+def run_gpx(args: argparse.Namespace) -> int:
+    bbox = parse_bbox(args.bbox)
+    if args.max_results is not None and args.max_results < 0:
+        raise UsageError("--max-results must be >= 0")
+    transport = _transport(args)
+    summary = Summary("download gpx")
+
+    async def main() -> Any:
+        async with transport:
+            return await download_gpx(
+                transport,
+                bbox,
+                args.out,
+                username=args.user,
+                max_results=args.max_results,
+                concurrency=min(args.concurrency, 16),
+                method=args.method,
+            )
+
+    res = run_async(main())
+    summary.count("tracks", res.written)
+    if res.skipped_user:
+        summary.count("other users' sequences", res.skipped_user)
+    for f in res.failures:
+        summary.fail(f["error"], path=f["file"], kind=f["type"])
+    summary.info.update(out=args.out)
+    return summary.emit(args)
