@@ -1,0 +1,27 @@
+#!/usr/bin/env python3
+"""Legacy ``add_project.py path project_name``: records the organization (the
+successor of projects) in every photo's description; same as ``amly tag --organization``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isfile(os.path.join(ROOT, "amly", "__init__.py")):
+    sys.path.insert(0, ROOT)  # run from a checkout: use its amly, installed or not
+
+from amly.cli import main  # noqa: E402
+
+
+def build_argv(argv: list[str]) -> list[str]:
+    p = argparse.ArgumentParser(description="Record an organization key in photos")
+    p.add_argument("path")
+    p.add_argument("project_name", help="organization key")
+    args, rest = p.parse_known_args(argv)
+    return ["tag", args.path, "--organization", args.project_name, *rest]
+
+
+if __name__ == "__main__":
+    sys.exit(main(build_argv(sys.argv[1:])))

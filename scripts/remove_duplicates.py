@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""Legacy ``remove_duplicates.py [-d min-distance] src [duplicate-path]``: same as
+``amly dedup``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isfile(os.path.join(ROOT, "amly", "__init__.py")):
+    sys.path.insert(0, ROOT)  # run from a checkout: use its amly, installed or not
+
+from amly.cli import main  # noqa: E402
+
+
+def build_argv(argv: list[str]) -> list[str]:
+    p = argparse.ArgumentParser(description="Move near-duplicate photos aside")
+    p.add_argument("-d", "--min-dist", "--min-distance", dest="min_dist", default="0.1")
+    p.add_argument("-a", "--min-angle", dest="min_angle", default="5")
+    p.add_argument("src")
+    p.add_argument("duplicate_path", nargs="?")
+    args, rest = p.parse_known_args(argv)
+    out = ["dedup", args.src, "-d", args.min_dist, "--angle", args.min_angle, *rest]
+    if args.duplicate_path:
+        out.append(args.duplicate_path)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(main(build_argv(sys.argv[1:])))
