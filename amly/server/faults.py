@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import math
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -186,7 +187,7 @@ async def _inject(request: web.Request, handler: Handler) -> web.StreamResponse:
     is_upload = request.path.startswith("/upload/")
     if faults.count_request():
         stats.rate_limited += 1
-        headers = {"Retry-After": str(max(1, round(faults.backoff_ms / 1000)))}
+        headers = {"Retry-After": str(max(1, math.ceil(faults.backoff_ms / 1000)))}
         if is_upload:
             return upload_error(
                 429,

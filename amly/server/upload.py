@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import json
 import logging
 import os
@@ -32,6 +31,8 @@ from typing import Any
 from aiohttp import web
 
 from ..description import parse_capture_time, validate_embedded
+from ..errors import MetadataError
+from ..metadata import read_image
 from .auth import STORE_KEY, USER_KEY
 from .faults import FAULTS_KEY, STATS_KEY
 from .responses import graph_error, upload_error
@@ -239,7 +240,8 @@ class BadUpload(Exception):
 
 @dataclass
 class _Image:
-    source: Path | bytes  # an upload file to link, or zip entry bytes to write
+    path: Path  # an upload file (hard-linked into images/) or a staged zip entry (moved)
+    staged: bool
     description: dict[str, Any]
     raw_description: str
     md5: str
@@ -247,42 +249,23 @@ class _Image:
     height: int | None
 
 
-def _description_of(jpeg: bytes, what: str) -> tuple[dict[str, Any], str]:
-    import piexif
-
+def _load_image(path: Path, what: str, *, staged: bool = False) -> _Image:
+    """Read and validate one image's embedded description (header-only EXIF read)."""
     try:
-        exif = piexif.load(jpeg)
-    except Exception as e:  # piexif raises several types on bad input
-        raise BadUpload(f"{what}: not a JPEG with readable EXIF ({e})") from None
-    raw = exif.get("0th", {}).get(piexif.ImageIFD.ImageDescription)
-    if not raw:
+        meta = read_image(path)
+    except MetadataError as e:
+        raise BadUpload(f"{what}: {e.message}") from None
+    if not meta.description:
         raise BadUpload(f"{what}: no description in EXIF ImageDescription")
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
     try:
-        desc = json.loads(text)
+        desc = json.loads(meta.description)
     except ValueError:
         raise BadUpload(f"{what}: the description is not JSON") from None
     problems = validate_embedded(desc)
     if problems:
         raise BadUpload(f"{what}: invalid description: {'; '.join(problems)}")
-    return desc, text
-
-
-def _dimensions(jpeg: bytes) -> tuple[int | None, int | None]:
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(jpeg)) as im:
-            return im.size
-    except Exception:
-        return None, None
-
-
-def _load_image(source: Path | bytes, what: str) -> _Image:
-    data = source.read_bytes() if isinstance(source, Path) else source
-    desc, raw = _description_of(data, what)
-    w, h = _dimensions(data)
-    return _Image(source, desc, raw, hashlib.md5(data).hexdigest(), w, h)
+    md5 = _md5_file(path)
+    return _Image(path, staged, desc, meta.description, md5, meta.width, meta.height)
 
 
 def _manifest_sources(store: Store, path: Path) -> list[Path]:
@@ -313,16 +296,34 @@ def _load_images(sources: list[Path]) -> list[_Image]:
     return [_load_image(p, f"image_handles[{i}]") for i, p in enumerate(sources)]
 
 
-def _images_of_zip(path: Path) -> list[_Image]:
+def _images_of_zip(store: Store, path: Path) -> list[_Image]:
+    """The images of a zip, staged under ``images/`` (entries ``0.jpg``, ``1.jpg``, ...)."""
+    staged: list[Path] = []
     try:
         with zipfile.ZipFile(path) as z:
             names = [n for n in z.namelist() if not n.endswith("/")]
             expected = [f"{i}.jpg" for i in range(len(names))]
             if not names or sorted(names, key=_zip_order) != expected:
                 raise BadUpload("zip entries must be 0.jpg, 1.jpg, ... with no gaps")
-            return [_load_image(z.read(n), f"zip entry {n}") for n in expected]
+            images = []
+            for n in expected:
+                tmp = store.root / "images" / f".staged-{secrets.token_hex(8)}.jpg"
+                staged.append(tmp)
+                with z.open(n) as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+                images.append(_load_image(tmp, f"zip entry {n}", staged=True))
+            return images
     except zipfile.BadZipFile:
+        _unstage(staged)
         raise BadUpload("not a zip file") from None
+    except BaseException:
+        _unstage(staged)
+        raise
+
+
+def _unstage(paths: list[Path]) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
 
 
 def _zip_order(name: str) -> tuple[int, str]:
@@ -334,15 +335,13 @@ def _place(store: Store, image: _Image, image_id: str) -> str:
     """Put the image's bytes at ``images/<id>.jpg`` (a hard link when it is an upload)."""
     rel = f"images/{image_id}.jpg"
     dest = store.root / rel
-    if isinstance(image.source, Path):
-        try:
-            os.link(image.source, dest)
-        except OSError:
-            shutil.copyfile(image.source, dest)
+    if image.staged:
+        os.replace(image.path, dest)
     else:
-        from .._atomic import atomic_write
-
-        atomic_write(dest, image.source)
+        try:
+            os.link(image.path, dest)
+        except OSError:
+            shutil.copyfile(image.path, dest)
     return rel
 
 
@@ -391,13 +390,16 @@ async def finish_upload(request: web.Request) -> web.Response:
         loop = asyncio.get_running_loop()
         try:
             if file_type == "zip":
-                images = await loop.run_in_executor(None, _images_of_zip, path)
+                images = await loop.run_in_executor(None, _images_of_zip, store, path)
             else:
                 sources = _manifest_sources(store, path)
                 images = await loop.run_in_executor(None, _load_images, sources)
         except BadUpload as e:
             return graph_error(400, str(e), code=100, user_title="Invalid upload", user_msg=str(e))
-        cluster_id = _create_cluster(store, user["id"], file_type, handle, org, images)
+        try:
+            cluster_id = _create_cluster(store, user["id"], file_type, handle, org, images)
+        finally:
+            _unstage([im.path for im in images if im.staged])
         stats.clusters += 1
         log.info("cluster %s: %d images", cluster_id, len(images))
         return web.json_response({"cluster_id": cluster_id})

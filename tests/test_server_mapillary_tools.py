@@ -1,0 +1,124 @@
+"""The official uploader, ``mapillary_tools`` 0.14.7, uploads to our server unchanged.
+
+It is driven as a user would drive it against the real service: a profile in its config file
+(``MAPILLARY_CONFIG_PATH``, section ``[name]`` with ``user_upload_token``) selected with
+``--user_name``, and the endpoints from ``MAPILLARY_GRAPH_API_ENDPOINT`` /
+``MAPILLARY_UPLOAD_ENDPOINT``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from amly import synth
+from amly.description import parse_capture_time, validate_embedded
+from amly.server.testing import RunningServer, running_server
+
+pytest.importorskip("mapillary_tools")
+
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[RunningServer]:
+    with running_server(tmp_path / "srv") as s:
+        yield s
+
+
+def official(srv: RunningServer, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    config = tmp / "mapillary-config"
+    config.write_text(f"[amly]\nuser_upload_token = {srv.token}\n")
+    env = dict(
+        os.environ,
+        HOME=str(tmp),
+        MAPILLARY_GRAPH_API_ENDPOINT=srv.url,
+        MAPILLARY_UPLOAD_ENDPOINT=srv.url + "/upload",
+        MAPILLARY_CONFIG_PATH=str(config),
+        MAPILLARY_UPLOAD_HISTORY_PATH=str(tmp / "history"),
+        MAPILLARY_TOOLS_UPLOAD_CACHE_DIR=str(tmp / "cache"),
+        MAPILLARY_TOOLS_PROMPT_DISABLED="YES",
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "mapillary_tools.commands", *args, "--user_name", "amly"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def photos(folder: Path, n: int) -> list[Path]:
+    points = synth.drive(synth.DrivePlan(n=n, seed=5))
+    return synth.write_photos(folder, points, size=(320, 180))
+
+
+def check_cluster(srv: RunningServer, names: list[str]) -> list[sqlite3.Row]:
+    """The one cluster holds every image, in capture order, bytes as the session key says."""
+    con = sqlite3.connect(srv.store_dir / "amly-server.sqlite3")
+    con.row_factory = sqlite3.Row
+    (cluster,) = con.execute("SELECT id FROM clusters").fetchall()
+    (seq,) = con.execute("SELECT id FROM sequences WHERE cluster_id = ?", (cluster[0],))
+    rows = con.execute(
+        "SELECT * FROM images WHERE sequence_id = ? ORDER BY seq_index", (seq[0],)
+    ).fetchall()
+    assert [r["seq_index"] for r in rows] == list(range(len(names)))
+    descs = [json.loads(r["description"]) for r in rows]
+    assert [d["MAPFilename"] for d in descs] == names
+    assert all(validate_embedded(d) == [] for d in descs)
+    times = [r["captured_at"] for r in rows]
+    assert times == sorted(times)
+    assert times == [int(parse_capture_time(d["MAPCaptureTime"]).timestamp() * 1000) for d in descs]
+    keys = {k for k in srv.stats.bytes_by_key if k.endswith(".jpg")}
+    md5s = []
+    for r in rows:
+        data = (srv.store_dir / r["path"]).read_bytes()
+        assert hashlib.md5(data).hexdigest() == r["md5"]
+        md5s.append(r["md5"])
+    assert {f"mly_tools_{m}.jpg" for m in md5s} == keys
+    return rows
+
+
+def test_process_and_upload_to_our_server(srv: RunningServer, tmp_path: Path) -> None:
+    folder = tmp_path / "imgs"
+    paths = photos(folder, 8)
+    p = official(srv, tmp_path, "process_and_upload", str(folder))
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert srv.token not in p.stdout + p.stderr
+    rows = check_cluster(srv, [x.name for x in paths])
+    # exiftool reads back what the server stored: the description the official tool embedded
+    out = subprocess.run(
+        ["exiftool", "-j", "-ImageDescription", str(srv.store_dir / rows[0]["path"])],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert json.loads(json.loads(out.stdout)[0]["ImageDescription"]) == json.loads(
+        rows[0]["description"]
+    )
+    stats = srv.stats
+    assert stats.clusters == 1 and stats.by_status.keys() == {200}
+    assert stats.by_route["/me"] >= 1  # it verified the profile against our /me
+
+
+def test_official_tool_resumes_after_dropped_connections(
+    srv: RunningServer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "imgs"
+    paths = photos(folder, 4)
+    sizes = sum(p.stat().st_size for p in paths)
+    # every image needs at least two POSTs
+    srv.faults.drop_after_bytes = min(p.stat().st_size for p in paths) * 2 // 3
+    p = official(srv, tmp_path, "process_and_upload", str(folder))
+    assert p.returncode == 0, p.stderr[-3000:]
+    check_cluster(srv, [x.name for x in paths])
+    assert srv.stats.dropped >= len(paths)
+    # it resumed at our offset: (almost) nothing was sent twice
+    jpg_bytes = sum(v for k, v in srv.stats.bytes_by_key.items() if k.endswith(".jpg"))
+    assert jpg_bytes <= 1.1 * sizes * 1.01
