@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -23,11 +24,14 @@ log = logging.getLogger("amly.api")
 
 USER_AGENT = "amly/0.1"
 
+T = TypeVar("T")
+
 
 class Transport:
-    """Owns the aiohttp session. Use as ``async with Transport(...) as t:``.
+    """Owns the aiohttp sessions, one per host (so slow uploads never queue Graph calls behind
+    them). Use as ``async with Transport(...) as t:``.
 
-    ``concurrency`` bounds open connections (all hosts); callers bound their own work with
+    ``concurrency`` bounds open connections per host; callers bound their own work with
     semaphores on top, so memory stays flat however large the job is.
     """
 
@@ -50,6 +54,7 @@ class Transport:
         self.timeout = timeout
         self._session = session
         self._own_session = session is None
+        self._sessions: dict[str, aiohttp.ClientSession] = {}
         #: Counters for summaries and tests: requests, retries, bytes_sent, bytes_received.
         self.stats: dict[str, int] = {
             "requests": 0,
@@ -58,17 +63,24 @@ class Transport:
             "bytes_received": 0,
         }
 
+    def _new_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0)
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+            headers={"User-Agent": USER_AGENT},
+        )
+
     async def __aenter__(self) -> Transport:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.concurrency, limit_per_host=0)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
-                headers={"User-Agent": USER_AGENT},
-            )
+            self._session = self._new_session()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        for s in self._sessions.values():
+            if s is not self._session:
+                await s.close()
+        self._sessions.clear()
         if self._own_session and self._session is not None:
             await self._session.close()
             self._session = None
@@ -78,6 +90,46 @@ class Transport:
         if self._session is None:
             raise RuntimeError("Transport used outside 'async with'")
         return self._session
+
+    def session_for(self, url: str) -> aiohttp.ClientSession:
+        """The session (connection pool) of ``url``'s host; the first host gets the default
+        session, others their own (a caller-supplied session is shared by all hosts)."""
+        if self._session is None:
+            raise RuntimeError("Transport used outside 'async with'")
+        if not self._own_session:
+            return self._session
+        parts = urlsplit(url)
+        host = f"{parts.scheme}://{parts.netloc}"
+        s = self._sessions.get(host)
+        if s is None:
+            s = self._session if not self._sessions else self._new_session()
+            self._sessions[host] = s
+        return s
+
+    async def retrying(
+        self,
+        attempt: Callable[[int], Awaitable[T]],
+        *,
+        surface: str = "graph",
+        what: str = "request",
+        on_retry: Callable[[int, BaseException, float], None] | None = None,
+    ) -> T:
+        """Run ``attempt(n)`` under the one retry policy and ``surface``'s rate limiter (a 429
+        pauses the whole surface). For requests :meth:`request` cannot express, such as
+        resumable upload POSTs; ``attempt`` raises :func:`error_from_response` on errors."""
+        limiter = self.limiters[surface]
+
+        async def limited(n: int) -> T:
+            await limiter.acquire()
+            self.stats["requests"] += 1
+            return await attempt(n)
+
+        async def retried(n: int, err: BaseException, wait: float) -> None:
+            await self._on_retry(surface, n, err, wait)
+            if on_retry is not None:
+                on_retry(n, err, wait)
+
+        return await with_retries(limited, self.policy, on_retry=retried, what=what)
 
     def auth_headers(self, token: Secret | None = None) -> dict[str, str]:
         token = token or self.token
@@ -116,17 +168,15 @@ class Transport:
         hdrs = dict(headers or {})
         if auth:
             hdrs.update(self.auth_headers(token))
-        limiter = self.limiters[surface]
         body = None if json_body is None else json.dumps(json_body).encode()
         if body is not None:
             hdrs.setdefault("Content-Type", "application/json")
+        session = self.session_for(url)
 
         async def attempt(n: int) -> Any:
-            await limiter.acquire()
-            self.stats["requests"] += 1
             if body is not None:
                 self.stats["bytes_sent"] += len(body)
-            async with self.session.request(
+            async with session.request(
                 method,
                 url,
                 params=params,
@@ -142,11 +192,8 @@ class Transport:
                 self.stats["bytes_received"] += len(raw)
                 return decode_json(raw, resp.status)
 
-        return await with_retries(
-            attempt,
-            self.policy,
-            on_retry=lambda n, e, w: self._on_retry(surface, n, e, w),
-            what=what or f"{method} {redact_url(url)}",
+        return await self.retrying(
+            attempt, surface=surface, what=what or f"{method} {redact_url(url)}"
         )
 
     async def graph_get(
