@@ -17,6 +17,7 @@ import argparse
 import json
 import math
 import random
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -97,7 +98,7 @@ def seed_store(
 
     Returns a summary: counts, the user names and organization ids used, the elapsed seconds.
     Raises ``ValueError`` for bad arguments or when this ``seed`` was already used on the store
-    (the ids would collide).
+    (the ids collide).
     """
     box = validate_bbox(bbox)
     if n < 0 or users < 1:
@@ -160,11 +161,6 @@ def seed_store(
             )  # fmt: skip
             t_ms += 2000 + rnd.randrange(-150, 150)
 
-    if (
-        seq_rows
-        and db.execute("SELECT 1 FROM sequences WHERE id = ?", (seq_rows[0][0],)).fetchone()
-    ):
-        raise ValueError(f"this store was already seeded with seed {seed}: use another --seed")
     db.execute("BEGIN")
     try:
         db.executemany("INSERT OR IGNORE INTO users (id, username) VALUES (?, ?)", user_rows)
@@ -185,6 +181,12 @@ def seed_store(
             comp_rows,
         )
         db.execute("COMMIT")
+    except sqlite3.IntegrityError:
+        db.execute("ROLLBACK")
+        raise ValueError(
+            f"ids collide with images already in the store (seeded with seed {seed} before?): "
+            "use another --seed"
+        ) from None
     except BaseException:
         db.execute("ROLLBACK")
         raise
