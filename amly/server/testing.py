@@ -49,11 +49,11 @@ class RunningServer:
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
-    def call(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn(*args)`` on the server's loop (e.g. to touch its Store) and return it."""
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` on the server's loop (e.g. to touch its Store)."""
 
         async def run() -> T:
-            return fn(*args)
+            return fn(*args, **kwargs)
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result()
 
