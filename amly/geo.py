@@ -157,10 +157,12 @@ def interpolate(
     i = bisect.bisect_left(track, t, key=_time)  # first fix with time >= t
     b = track[i]
     if b.time == t:
-        # On a fix: no gap question. Heading from the neighbouring fixes.
+        # On a fix: its own values, no gap question; heading from the neighbouring fixes.
         if i + 1 < len(track):
-            return _between(b, track[i + 1], t)
-        return _between(track[i - 1], b, t) if i > 0 else _between(b, b, t)
+            heading = _between(b, track[i + 1], t).heading
+        else:
+            heading = _between(track[i - 1], b, t).heading if i > 0 else b.heading
+        return Point(t, b.lat, b.lon, b.alt, heading)
     a = track[i - 1]
     gap = (b.time - a.time).total_seconds()
     if max_gap is not None and gap > max_gap:
