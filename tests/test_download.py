@@ -1,0 +1,236 @@
+"""``amly download images`` against the real local server (10,000+ seeded images, a cell
+denser than the search limit): completeness for both enumeration methods, EXIF read back with
+exiftool, max-results, errors before work, faults, unsafe ids, expiring URLs, legacy script."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from download_support import (
+    BOX,
+    ROOT,
+    SUB,
+    amly,
+    bbox_arg,
+    env,
+    files,
+    index_ids,
+    seeded_server,
+    summary,
+    truth,
+)
+
+from amly.api._http import Transport
+from amly.api.search import Filters, SearchReport, candidates
+from amly.config import Secret
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    yield from seeded_server(tmp_path_factory.mktemp("dl"))
+
+
+def _enumerate(srv: Any, method: str) -> tuple[list[str], SearchReport]:
+    async def run() -> tuple[list[str], SearchReport]:
+        rep = SearchReport()
+        async with Transport(srv.endpoints, Secret(srv.token)) as t:
+            ids = [c.id async for c in candidates(t, BOX, Filters(), rep, method=method)]
+        return ids, rep
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("method", ["tiles", "search"])
+def test_enumeration_finds_every_image_once(srv: Any, method: str) -> None:
+    expected = truth(srv, BOX)
+    assert len(expected) >= 12_000
+    ids, rep = _enumerate(srv, method)
+    assert len(ids) == len(set(ids)), "an image was enumerated twice"
+    assert set(ids) == set(expected)
+    assert not rep.truncated and not rep.rejected
+    if method == "search":
+        assert rep.splits > 0  # the dense cell held more than one search returns
+
+
+@pytest.mark.parametrize("method", ["tiles", "search"])
+def test_download_box_exactly(srv: Any, tmp_path: Path, method: str) -> None:
+    expected = truth(srv, SUB)
+    assert 300 < len(expected) < 2000
+    out = tmp_path / "out"
+    r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(SUB), "--size", "256",
+             "--out", str(out), "--method", method, "--search-limit", "200", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    s = summary(r)
+    assert s["counts"]["downloaded"] == len(expected)
+    got = files(out)
+    assert got == expected  # right ids, each in its sequence's folder
+    ids = index_ids(out)
+    assert sorted(ids) == sorted(expected)
+    if method == "search":
+        assert s["enumeration"]["splits"] > 0
+    # EXIF as a user would read it: exiftool, every file.
+    x = subprocess.run(
+        ["exiftool", "-json", "-n", "-r", "-ext", "jpg", "-GPSLatitude", "-GPSLongitude",
+         "-DateTimeOriginal", "-GPSImgDirection", "-GPSAltitude", "-Make", str(out)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    tags = json.loads(x.stdout)
+    assert len(tags) == len(expected)
+    feats = {
+        f["properties"]["id"]: f
+        for f in json.loads((out / "index.geojson").read_text())["features"]
+    }
+    for t in tags:
+        f = feats[Path(t["SourceFile"]).stem]
+        lon, lat = f["geometry"]["coordinates"]
+        assert math.isclose(t["GPSLatitude"], lat, abs_tol=1e-6)
+        assert math.isclose(t["GPSLongitude"], lon, abs_tol=1e-6)
+        assert SUB[0] <= t["GPSLongitude"] <= SUB[2] + 1e-6
+        assert abs(t["GPSImgDirection"] - f["properties"]["compass_angle"]) < 0.01
+        assert t["DateTimeOriginal"].count(":") == 4 and t["Make"]
+        assert "GPSAltitude" in t
+
+
+def test_max_results_and_legacy_size(srv: Any, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(SUB), "--size", "320",
+             "--max-results", "25", "--out", str(out), "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "320 no longer exists" in r.stderr and "256" in r.stderr
+    got = files(out)
+    assert len(got) == 25 and set(got) <= set(truth(srv, SUB))
+    assert len(index_ids(out)) == 25
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--bbox", "13.41,52.5,13.40,52.51"], 2, "inverted"),
+        (["--bbox", "13.40,52.5,13.41,95"], 2, "outside -90..90"),
+        (["--bbox", "13.40,52.5,13.41"], 2, "4 numbers"),
+        (["--bbox", bbox_arg(SUB), "--size", "300"], 2, "unknown image size"),
+        (["--bbox", bbox_arg(SUB), "--start", "yesterday"], 2, "bad time"),
+    ],
+)
+def test_bad_input_fails_before_any_work(
+    srv: Any, tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    before = srv.stats.requests
+    out = tmp_path / "out"
+    r = amly(srv, tmp_path, "download", "images", *args, "--out", str(out))
+    assert r.returncode == code and message in r.stderr, r.stderr
+    assert not out.exists() and srv.stats.requests == before
+
+
+def test_bad_token_is_refused_up_front(srv: Any, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(SUB), "--out", str(out),
+             token="MLY|not|a-valid-token")  # fmt: skip
+    assert r.returncode == 3, r.stderr
+    assert "token" in r.stderr.lower() or "authoris" in r.stderr.lower()
+    assert not any(out.glob("*/*.jpg"))
+
+
+@pytest.mark.parametrize("method", ["tiles", "search"])
+def test_faults_are_survived(srv: Any, tmp_path: Path, method: str) -> None:
+    box = (13.4101, 52.5101, 13.4125, 52.5125)
+    expected = truth(srv, box)
+    assert len(expected) > 50
+    f = srv.faults
+    f.seed = 11
+    f.error_rate, f.rate_limit_every, f.backoff_ms, f.search_timeout_rate = 0.1, 17, 20, 0.3
+    try:
+        out = tmp_path / "out"
+        r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(box), "--size", "256",
+                 "--out", str(out), "--method", method, "--json")  # fmt: skip
+    finally:
+        f.error_rate, f.rate_limit_every, f.search_timeout_rate = 0.0, 0, 0.0
+    assert r.returncode == 0, r.stderr
+    assert files(out) == expected
+    assert srv.stats.injected_errors > 0 and srv.stats.rate_limited > 0
+
+
+def test_unsafe_sequence_id_is_rejected_and_counted(srv: Any, tmp_path: Path) -> None:
+    from amly.server.auth import STORE_KEY
+
+    spot = (13.431, 52.531)
+
+    def inject() -> None:
+        db = srv.app[STORE_KEY].db
+        db.execute("INSERT INTO sequences (id, user_id, created_at) VALUES ('../../evil', 'u', 0)")
+        for i, dx in enumerate((0.0, 0.0001)):
+            db.execute(
+                "INSERT INTO images (id, sequence_id, seq_index, user_id, captured_at, lon, lat)"
+                " VALUES (?, ?, 0, 'u', 1600000000000, ?, ?)",
+                (
+                    str(9 * 10**15 + i),
+                    "../../evil" if i == 0 else "fine_seq",
+                    spot[0] + dx,
+                    spot[1],
+                ),
+            )
+
+    db = srv.app[STORE_KEY].db
+    srv.call(
+        lambda: db.execute(
+            "INSERT INTO sequences (id, user_id, created_at) VALUES ('fine_seq', 'u', 0)"
+        )
+    )
+    srv.call(inject)
+    box = (spot[0] - 0.001, spot[1] - 0.001, spot[0] + 0.001, spot[1] + 0.001)
+    for method in ("tiles", "search"):
+        out = tmp_path / method / "out"
+        r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(box), "--size", "256",
+                 "--out", str(out), "--method", method, "--json")  # fmt: skip
+        assert r.returncode == 1, r.stderr
+        s = summary(r)
+        assert s["counts"]["downloaded"] == 1 and s["counts"]["failed"] == 1
+        assert s["failures"][0]["type"] == "UnsafeIdError"
+        assert files(out) == {str(9 * 10**15 + 1): "fine_seq"}
+        assert not list(tmp_path.rglob("evil*"))
+
+
+def test_expired_thumbnail_urls_are_resolved_again(srv: Any, tmp_path: Path) -> None:
+    from amly.server.thumbs import SIGNER_KEY
+
+    signer = srv.app[SIGNER_KEY]
+    box = (13.4141, 52.5141, 13.4152, 52.5152)
+    expected = truth(srv, box)
+    assert expected
+    out = tmp_path / "out"
+    ttl, signer.ttl = signer.ttl, -5.0  # every URL is born expired: 403 from the CDN
+    try:
+        r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(box), "--size", "256",
+                 "--out", str(out), "--json")  # fmt: skip
+    finally:
+        signer.ttl = ttl
+    assert r.returncode == 1
+    s = summary(r)
+    assert s["counts"]["failed"] == len(expected) and not files(out)
+    # With URLs valid again the rerun gets everything.
+    r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(box), "--size", "256",
+             "--out", str(out), "--json")  # fmt: skip
+    assert r.returncode == 0 and files(out) == expected
+
+
+def test_legacy_download_images_script(srv: Any, tmp_path: Path) -> None:
+    w, s, e, n = SUB
+    out = tmp_path / "legacy"
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "download_images.py"),
+         repr(s), repr(n), repr(w), repr(e), "--max_results=12", "--image_size=640",
+         f"--out={out}"],
+        capture_output=True, text=True, timeout=120,
+        env=env(tmp_path, MAPILLARY_GRAPH_API_ENDPOINT=srv.url,
+                MAPILLARY_TILES_ENDPOINT=srv.url + "/tiles", MAPILLARY_ACCESS_TOKEN=srv.token),
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "640 no longer exists" in r.stderr
+    assert len(files(out)) == 12
