@@ -31,7 +31,7 @@ from ..types import BBox
 from .auth import STORE_KEY
 from .responses import graph_error
 
-__all__ = ["EXTENT", "TILESETS", "add_routes", "pixel", "render_tile", "tile_rows"]
+__all__ = ["EXTENT", "TILESETS", "add_routes", "pixel", "render_tile", "stride", "tile_rows"]
 
 EXTENT = 4096
 TILESETS = ("mly1_public", "mly1_computed_public")
@@ -66,15 +66,26 @@ _COLS = (
 )
 
 
-def tile_rows(db: sqlite3.Connection, bbox: BBox) -> list[sqlite3.Row]:
-    """Images whose indexed position is inside ``bbox`` (R*Tree; bounds re-checked by callers)."""
+def stride(z: int) -> int:
+    """Every how many images a sequence line keeps at zoom ``z``: photos ~15 m apart are
+    below a pixel apart from z8 down, so low zooms draw lines through a sample.
+
+    >>> [stride(z) for z in (14, 12, 10, 8, 6)]
+    [1, 1, 4, 16, 64]
+    """
+    return 2 ** max(0, 12 - z)
+
+
+def tile_rows(db: sqlite3.Connection, bbox: BBox, *, every: int = 1) -> list[sqlite3.Row]:
+    """Images whose indexed position is inside ``bbox`` (R*Tree; bounds re-checked by callers),
+    by sequence and capture order; only every ``every``-th image of a sequence."""
     w, s, e, n = bbox
     return db.execute(
         f"SELECT {_COLS} FROM images_rtree r JOIN images i ON i.id = CAST(r.rid AS TEXT)"
         " LEFT JOIN images_computed c ON c.id = i.id"
         " WHERE r.max_lon >= ? AND r.min_lon <= ? AND r.max_lat >= ? AND r.min_lat <= ?"
-        " ORDER BY i.sequence_id, i.seq_index",
-        (w, e, s, n),
+        " AND i.seq_index % ? = 0 ORDER BY i.sequence_id, i.seq_index",
+        (w, e, s, n, every),
     ).fetchall()
 
 
@@ -95,7 +106,9 @@ def _props(r: sqlite3.Row, **extra: Any) -> dict[str, Any]:
     return p
 
 
-def _lines(rows: Iterable[sqlite3.Row], x: int, y: int, z: int, computed: bool) -> list[Any]:
+def _lines(
+    rows: Iterable[sqlite3.Row], x: int, y: int, z: int, computed: bool, every: int = 1
+) -> list[Any]:
     """One feature per sequence: runs of consecutive images, duplicate pixels dropped."""
     from shapely.geometry import LineString, MultiLineString
 
@@ -110,7 +123,7 @@ def _lines(rows: Iterable[sqlite3.Row], x: int, y: int, z: int, computed: bool) 
         for r in seq:
             px, py = pixel(r[lon_k], r[lat_k], x, y, z)
             pt = (round(px), round(py))
-            if prev_index is None or r["seq_index"] != prev_index + 1:
+            if prev_index is None or r["seq_index"] != prev_index + every:
                 runs.append([pt])
             elif runs[-1][-1] != pt:
                 runs[-1].append(pt)
@@ -144,8 +157,10 @@ def render_tile(db: sqlite3.Connection, tileset: str, z: int, x: int, y: int) ->
         w, s, e, n = tile_bounds(x, y, z)
         bw, bh = (e - w) * BUFFER, (n - s) * BUFFER
         margin = COMPUTED_MARGIN if computed else 0.0
-        rows = tile_rows(db, (w - bw - margin, s - bh - margin, e + bw + margin, n + bh + margin))
-        layers.append({"name": "sequence", "features": _lines(rows, x, y, z, computed)})
+        box = (w - bw - margin, s - bh - margin, e + bw + margin, n + bh + margin)
+        k = stride(z)
+        rows = tile_rows(db, box, every=k)
+        layers.append({"name": "sequence", "features": _lines(rows, x, y, z, computed, k)})
         if z == MAX_ZOOM:
             ang_k = "c_compass_angle" if computed else "compass_angle"
             feats = []
