@@ -183,28 +183,32 @@ async def _receive(request: web.Request, path: Path, key: str) -> tuple[int, boo
     limit = faults.drop_after_bytes
     added = 0
     dropped = False
-    fd = -1
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         async for chunk in request.content.iter_chunked(256 * 1024):
             if limit is not None and added + len(chunk) > limit:
                 chunk = chunk[: max(0, int(limit) - added)]
                 dropped = True
-            if fd < 0:
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            os.write(fd, chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
             added += len(chunk)
             stats.bytes_received += len(chunk)
             stats.bytes_by_key[key] += len(chunk)
             if dropped:
                 break
-        if fd < 0:
-            # an empty final POST still creates the (empty) file
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    finally:
-        if fd >= 0:
-            os.fsync(fd)
-            os.close(fd)
+    except BaseException:
+        _sync_close(fd)  # keep what arrived: the client resumes from here
+        raise
+    await asyncio.get_running_loop().run_in_executor(None, _sync_close, fd)
     return added, dropped
+
+
+def _sync_close(fd: int) -> None:
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 async def _check_complete(key: str, path: Path) -> str | None:
