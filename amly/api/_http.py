@@ -113,6 +113,7 @@ class Transport:
         surface: str = "graph",
         what: str = "request",
         on_retry: Callable[[int, BaseException, float], None] | None = None,
+        progressed: Callable[[], bool] | None = None,
     ) -> T:
         """Run ``attempt(n)`` under the one retry policy and ``surface``'s rate limiter (a 429
         pauses the whole surface). For requests :meth:`request` cannot express, such as
@@ -129,7 +130,9 @@ class Transport:
             if on_retry is not None:
                 on_retry(n, err, wait)
 
-        return await with_retries(limited, self.policy, on_retry=retried, what=what)
+        return await with_retries(
+            limited, self.policy, on_retry=retried, what=what, progressed=progressed
+        )
 
     def auth_headers(self, token: Secret | None = None) -> dict[str, str]:
         token = token or self.token

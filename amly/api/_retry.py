@@ -54,12 +54,14 @@ class Retry(Exception):
 
 @dataclasses.dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how long to retry. ``max_attempts`` counts the first try."""
+    """How often and how long to retry. ``max_attempts`` counts the first try (failures in a
+    row without progress); ``max_rate_limited`` bounds consecutive rate-limit waits."""
 
     max_attempts: int = 10
     base_delay: float = 0.25
     max_delay: float = 30.0
     rate_limit_wait: float = 10.0
+    max_rate_limited: int = 60
 
     def backoff(self, attempt: int) -> float:
         """Full-jitter exponential backoff for the ``attempt``-th retry (0-based).
@@ -163,25 +165,42 @@ async def with_retries(
     *,
     on_retry: Callable[[int, BaseException, float], Awaitable[None] | None] | None = None,
     what: str = "request",
+    progressed: Callable[[], bool] | None = None,
 ) -> T:
     """Run ``attempt(n)`` until it returns, retrying :class:`Retry` and transient transport
     errors under ``policy``. ``on_retry(n, error, wait)`` is told of each retry (a rate
     limiter uses it to pause everyone on a 429). Fatal errors propagate at once.
+
+    The attempt budget (``max_attempts``) counts failures since the job last moved forward:
+    ``progressed()``, asked after each failure, says whether it did (an upload whose server
+    offset grew), so a large upload over a flaky link is not abandoned while it advances.
+    Rate limiting is the server pacing us, not a failure: it has its own budget
+    (``max_rate_limited`` waits in a row).
     """
-    n = 0
+    n = 0  # attempts made
+    failures = 0  # failures since the last progress: the budget and the backoff exponent
+    limited = 0
     while True:
         try:
             return await attempt(n)
         except Retry as r:
             err: BaseException = r
-            wait = r.wait if r.wait is not None else policy.backoff(n)
-            if r.rate_limited and r.wait is None:
-                wait = policy.rate_limit_wait
+            if r.rate_limited:
+                limited += 1
+                wait = r.wait if r.wait is not None else policy.rate_limit_wait
+            else:
+                limited = 0
+                wait = r.wait if r.wait is not None else policy.backoff(failures)
+                failures += 1
         except TRANSIENT_EXCEPTIONS as e:
             err = e
-            wait = policy.backoff(n)
+            limited = 0
+            wait = policy.backoff(failures)
+            failures += 1
         n += 1
-        if n >= policy.max_attempts:
+        if progressed is not None and progressed():
+            failures = 0
+        if failures >= policy.max_attempts or limited >= policy.max_rate_limited:
             raise APIError(
                 f"{what} failed after {n} attempts: {err or type(err).__name__}",
                 hint="the server kept failing; rerun later: finished work is not redone",

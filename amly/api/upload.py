@@ -424,8 +424,14 @@ class Uploader:
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # a bug or an interruption, not a per-file problem: stop the run and re-raise it
+            self._abort(task.exception())  # type: ignore[arg-type]
 
     def _abort(self, err: BaseException) -> None:
         """Stop the whole run (bad token, server gone): no retry storm from other tasks."""
@@ -545,32 +551,48 @@ class Uploader:
         return offset
 
     async def _upload_bytes(self, key: str, data: bytes, state: _SeqState) -> str:
-        """One resumable upload: ask the server's offset, send the rest; on any retry ask again
-        (never re-send what the server has)."""
+        """One resumable upload of bytes in memory."""
+        view = memoryview(data)
+        return await self._resumable(key, len(data), lambda offset: view[offset:], state)
+
+    async def _resumable(
+        self, key: str, size: int, body_at: Callable[[int], Any], state: _SeqState
+    ) -> str:
+        """The resumable protocol: ask the server's offset, send the rest from there. Every
+        retry asks again, so bytes the server has are never sent twice; a retry after which
+        the offset grew restores the attempt budget (the upload is advancing)."""
         url = f"{self.transport.endpoints.upload}/{key}"
         session = self.transport.session_for(url)
-        total = len(data)
+        seen = {"offset": -1, "moved": False}
 
         async def attempt(n: int) -> str:
             offset = await self._fetch_offset(session, url)
-            if offset > total:
-                raise APIError(
-                    f"server holds {offset} bytes of {key}, more than its {total}", status=409
-                )
-            body = memoryview(data)[offset:] if offset else data
+            if offset > size:
+                raise APIError(f"server holds more of {key} than its {size} bytes", status=409)
+            if offset > seen["offset"] >= 0:
+                seen["moved"] = True
+            seen["offset"] = max(seen["offset"], offset)
+            left = size - offset
             headers = {
                 **self.transport.auth_headers(),
                 "Offset": str(offset),
                 "X-Entity-Name": key,
-                "X-Entity-Length": str(total),
                 "Content-Type": "application/octet-stream",
             }
-            self.transport.stats["bytes_sent"] += len(body)
-            state.result.bytes_sent += len(body)
-            return await self._post(session, url, body, headers, len(body))
+            self.transport.stats["bytes_sent"] += left
+            state.result.bytes_sent += left
+            return await self._post(session, url, body_at(offset), headers, left)
+
+        def progressed() -> bool:
+            moved, seen["moved"] = seen["moved"], False
+            return bool(moved)
 
         return await self.transport.retrying(
-            attempt, surface="upload", what=f"upload of {key}", on_retry=self._counter(state)
+            attempt,
+            surface="upload",
+            what=f"upload of {key}",
+            on_retry=self._counter(state),
+            progressed=progressed,
         )
 
     async def _post(
@@ -723,29 +745,8 @@ class Uploader:
         return bool(record.get("cluster_id"))
 
     async def _upload_file(self, key: str, path: str, size: int, state: _SeqState) -> str:
-        """Like :meth:`_upload_bytes` but streams a (large) file from disk from the offset."""
-        url = f"{self.transport.endpoints.upload}/{key}"
-        session = self.transport.session_for(url)
-
-        async def attempt(n: int) -> str:
-            offset = await self._fetch_offset(session, url)
-            if offset > size:
-                raise APIError(f"server holds more of {key} than its {size} bytes", status=409)
-            left = size - offset
-            headers = {
-                **self.transport.auth_headers(),
-                "Offset": str(offset),
-                "X-Entity-Name": key,
-                "X-Entity-Length": str(size),
-                "Content-Type": "application/octet-stream",
-            }
-            self.transport.stats["bytes_sent"] += left
-            state.result.bytes_sent += left
-            return await self._post(session, url, _file_chunks(path, offset), headers, left)
-
-        return await self.transport.retrying(
-            attempt, surface="upload", what=f"upload of {key}", on_retry=self._counter(state)
-        )
+        """A resumable upload streamed from a (large) file on disk."""
+        return await self._resumable(key, size, lambda offset: _file_chunks(path, offset), state)
 
 
 def _file_key(path: str, suffix: str) -> tuple[str, int]:
