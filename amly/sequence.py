@@ -6,7 +6,7 @@ cut the same sequences from the same photos, in the same order:
 1. images without time or position are rejected (:class:`~amly.errors.GeotagError`);
 2. :func:`group_images` by folder and camera, each group sorted by (capture time, file name);
 3. :func:`spread_equal_times` gives images sharing a timestamp distinct sub-second times;
-4. :func:`split_sequences` by ``max_images``, ``cutoff_time`` (and an optional byte budget);
+4. :func:`split_sequences` by ``max_images``, ``cutoff_time``, bytes and pixels per sequence;
 5. :func:`check_null_island` drops (0, 0) fixes;
 6. :func:`find_duplicates` drops near-duplicates of the last kept image (red-light stops);
 7. :func:`interpolate_headings` fills (or recomputes) headings, then ``offset_angle`` rotates
@@ -41,7 +41,9 @@ __all__ = [
     "DUPLICATE_ANGLE",
     "DUPLICATE_DISTANCE",
     "MAX_CAPTURE_SPEED_KMH",
+    "MAX_SEQUENCE_FILESIZE",
     "MAX_SEQUENCE_LENGTH",
+    "MAX_SEQUENCE_PIXELS",
     "ProcessOptions",
     "ProcessResult",
     "apply_offset",
@@ -74,6 +76,9 @@ MAX_CAPTURE_SPEED_KMH = 400.0
 """Speeds above this between consecutive images are GPS errors, not driving."""
 MAX_SEQUENCE_FILESIZE = 110 * 1024**3
 """Bytes per sequence (upstream's 110G default)."""
+MAX_SEQUENCE_PIXELS = 6_000_000_000
+"""Pixels per sequence (upstream's 6G default): 500 photos of 12 MP, 250 of 24 MP."""
+_DEFAULT_SIDE = 1024  # upstream counts an image of unknown size as 1024 x 1024
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -183,13 +188,15 @@ def split_sequences(
     cutoff_time: float | None = CUTOFF_TIME,
     max_images: int | None = MAX_SEQUENCE_LENGTH,
     max_sequence_filesize: int | None = None,
+    max_sequence_pixels: int | None = None,
 ) -> list[list[ImageMeta]]:
     """Cut one sorted group into sequences; ``None`` disables a criterion.
 
     A new sequence starts at an image when, compared with the previous image, more than
     ``cutoff_time`` seconds or ``cutoff_distance`` metres passed, or when adding it would
-    exceed ``max_images`` images or ``max_sequence_filesize`` bytes. Every image needs time
-    and position for the time/distance criteria.
+    exceed ``max_images`` images, ``max_sequence_filesize`` bytes or ``max_sequence_pixels``
+    pixels (unknown sizes count as 1024 x 1024, as upstream). Every image needs time and
+    position for the time/distance criteria.
 
     >>> from datetime import datetime, timezone, timedelta
     >>> t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
@@ -201,24 +208,28 @@ def split_sequences(
     [2, 2, 1]
     """
     out: list[list[ImageMeta]] = []
-    size = 0
+    size = pixels = 0
     prev: ImageMeta | None = None
     for image in images:
+        px = (image.width or _DEFAULT_SIDE) * (image.height or _DEFAULT_SIDE)
         split = not out
         if not split and max_images is not None and len(out[-1]) + 1 > max_images:
             split = True
         if not split and max_sequence_filesize is not None:
             split = size + image.filesize > max_sequence_filesize
+        if not split and max_sequence_pixels is not None:
+            split = pixels + px > max_sequence_pixels
         if not split and cutoff_time is not None and prev is not None:
             split = _seconds(prev, image) > cutoff_time
         if not split and cutoff_distance is not None and prev is not None:
             split = _dist(prev, image) > cutoff_distance
         if split:
             out.append([image])
-            size = image.filesize
+            size, pixels = image.filesize, px
         else:
             out[-1].append(image)
             size += image.filesize
+            pixels += px
         prev = image
     return out
 
@@ -499,6 +510,7 @@ class ProcessOptions:
     cutoff_time: float | None = CUTOFF_TIME
     max_images: int | None = MAX_SEQUENCE_LENGTH
     max_sequence_filesize: int | None = MAX_SEQUENCE_FILESIZE
+    max_sequence_pixels: int | None = MAX_SEQUENCE_PIXELS
     duplicate_distance: float = DUPLICATE_DISTANCE
     duplicate_angle: float = DUPLICATE_ANGLE
     offset_angle: float = 0.0
@@ -567,6 +579,7 @@ def process(images: Iterable[ImageMeta], options: ProcessOptions | None = None) 
                 cutoff_time=cutoff_time,
                 max_images=opts.max_images,
                 max_sequence_filesize=opts.max_sequence_filesize,
+                max_sequence_pixels=opts.max_sequence_pixels,
             )
         )
 

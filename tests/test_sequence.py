@@ -58,6 +58,8 @@ def _official(i: ImageMeta):  # type: ignore[no-untyped-def]
         angle=i.heading,
         filename=Path("/x") / i.path,
         filesize=i.filesize,
+        width=i.width,
+        height=i.height,
         MAPDeviceMake=i.make,
         MAPDeviceModel=i.model,
     )
@@ -105,6 +107,19 @@ def test_split_by_max_images_and_filesize() -> None:
     assert [len(s) for s in sq.split_sequences(images, max_images=3)] == [3, 3, 1]
     assert [len(s) for s in sq.split_sequences(images, max_sequence_filesize=25)] == [2, 2, 2, 1]
     assert sq.split_sequences([]) == []
+
+
+def test_split_by_pixels_like_upstream() -> None:
+    # 12 MP photos: upstream's 6 GP budget means 500 per sequence, before the 1000 limit.
+    images = [img(f"{i:04}", i, i * 2.0, width=4000, height=3000) for i in range(1001)]
+    assert [len(s.images) for s in sq.process(images).sequences] == [500, 500, 1]
+    # Unknown sizes count as 1024 x 1024.
+    small = [img(str(i), i, i * 2.0) for i in range(5)]
+    assert [len(s) for s in sq.split_sequences(small, max_sequence_pixels=2 * 1024**2)] == [
+        2,
+        2,
+        1,
+    ]
 
 
 # --- cutoff estimation ----------------------------------------------------------------------
