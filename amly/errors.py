@@ -108,6 +108,12 @@ class SpeedTooFastError(FileError):
     kind = "MapillaryCaptureSpeedTooFastError"
 
 
+class ZigZagError(FileError):
+    """The image's position jumps away from the track and back (a GPS glitch)."""
+
+    kind = "MapillaryZigZagError"
+
+
 class APIError(AmlyError):
     """The server answered with an error we will not (or may no longer) retry."""
 
