@@ -486,14 +486,10 @@ def test_faults_are_deterministic_per_seed() -> None:
 
 def test_latency_is_added(srv: RunningServer) -> None:
     c = Client(srv)
-    c.request("GET", "/me")
-    t0 = time.perf_counter()
-    c.request("GET", "/me")
-    base = time.perf_counter() - t0
     srv.faults.latency_ms = 300
     t0 = time.perf_counter()
     assert c.request("GET", "/me")[0] == 200
-    assert time.perf_counter() - t0 >= 0.3 > base
+    assert time.perf_counter() - t0 >= 0.3  # the sleep is a lower bound, not a timing
 
 
 # -- login and the CLI ---------------------------------------------------------------------------
