@@ -301,3 +301,63 @@ def test_uploaded_image_thumbnails(srv: Any, tmp_path: Path) -> None:
     im = Image.open(io.BytesIO(small))
     assert status == 200 and im.size == (256, 144) and "exif" not in im.info
     assert (srv.store_dir / "thumbs" / f"{row['id']}_256.jpg").exists()
+
+
+def test_index_backfilled_for_old_stores(tmp_path: Path) -> None:
+    """A data dir written before the spatial index existed is searchable after a restart."""
+    store = Store(tmp_path)
+    seed_store(store, 200, (13.40, 52.50, 13.405, 52.505), seed=1)
+    store.db.execute("DELETE FROM images_rtree")
+    store.close()
+    with running_server(tmp_path) as s:
+        status, body = get(s, "/images", bbox="13.40,52.50,13.4099,52.5099")
+    assert status == 200 and len(body["data"]) == 200
+
+
+def test_uploaded_sequence_is_searchable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Round trip: images uploaded with amly's client show up in search, entities, image_ids,
+    tiles, and their original thumbnails are the uploaded bytes (with the description)."""
+    import asyncio
+
+    import mapbox_vector_tile
+
+    from amly.api.client import Client
+    from amly.geo import tile
+    from amly.synth import DrivePlan, drive, write_photos
+
+    monkeypatch.setenv("AMLY_HOME", str(tmp_path / "home"))
+    photos = tmp_path / "photos"
+    pts = drive(DrivePlan(n=5, start_lat=48.1, start_lon=11.5, seed=2))
+    write_photos(photos, pts, size=(320, 240))
+
+    with running_server(tmp_path / "data") as s:
+
+        async def upload() -> Any:
+            async with Client(s.url, s.token) as c:
+                return await c.upload([photos])
+
+        result = asyncio.run(upload())
+        assert not result.failures
+        box = "11.495,48.095,11.5049,48.1049"
+        fields = "geometry,captured_at,sequence,creator,width,height,thumb_original_url"
+        status, body = get(s, "/images", bbox=box, fields=fields)
+        assert status == 200 and len(body["data"]) == 5
+        got = sorted(body["data"], key=lambda d: d["captured_at"])
+        for d, p in zip(got, pts, strict=True):
+            assert d["captured_at"] == round(p.time.timestamp() * 1000)
+            lon, lat = d["geometry"]["coordinates"]
+            assert abs(lon - p.lon) < 1e-6 and abs(lat - p.lat) < 1e-6
+            assert d["creator"]["username"] == "amly-user" and d["width"] == 320
+        status, original = fetch(got[0]["thumb_original_url"])
+        assert status == 200 and b'"MAPCaptureTime"' in original
+        ids = get(s, "/image_ids", sequence_id=got[0]["sequence"])[1]
+        assert [d["id"] for d in ids["data"]] == [d["id"] for d in got]
+        x, y, z = tile(pts[0].lon, pts[0].lat, 14)
+        url = f"{s.url}/tiles/maps/vtp/mly1_public/2/{z}/{x}/{y}"
+        req = urllib.request.Request(url, headers={"Authorization": f"OAuth {s.token}"})
+        with urllib.request.urlopen(req) as r:
+            layers = mapbox_vector_tile.decode(r.read())
+        tile_ids = {str(f["properties"]["id"]) for f in layers["image"]["features"]}
+        assert {
+            d["id"] for d in got if tile(*d["geometry"]["coordinates"], 14) == (x, y, z)
+        } == tile_ids

@@ -51,6 +51,7 @@ __all__ = [
     "parse_time",
     "render",
     "search",
+    "sync_index",
 ]
 
 MAX_LIMIT = 2000
@@ -437,8 +438,23 @@ async def entity(request: web.Request) -> web.Response:
     return web.json_response(render(rows[0], fields, _thumb_url(request)))
 
 
+def sync_index(store: Store) -> int:
+    """Index images that a store made before the R*Tree existed (triggers keep it in sync
+    afterwards); returns how many were added."""
+    db = store.db
+    n_images = db.execute("SELECT count(*) FROM images").fetchone()[0]
+    if db.execute("SELECT count(*) FROM images_rtree").fetchone()[0] == n_images:
+        return 0
+    cur = db.execute(
+        "INSERT OR REPLACE INTO images_rtree SELECT CAST(id AS INTEGER), lon, lon, lat, lat"
+        " FROM images WHERE CAST(id AS INTEGER) NOT IN (SELECT rid FROM images_rtree)"
+    )
+    return cur.rowcount
+
+
 def add_routes(app: web.Application) -> None:
     """Register the read side on ``app`` (after the fixed routes: ``/{id}`` catches all)."""
+    sync_index(app[STORE_KEY])
     thumbs.add_routes(app)
     tiles.add_routes(app)
     app.router.add_get("/images", images)
