@@ -94,7 +94,9 @@ class Client:
             elif self._token_arg:
                 self.transport.token = Secret(self._token_arg)
             else:
-                self.transport.token = _resolve_token(self._profile)
+                from .auth import resolve_token
+
+                self.transport.token = resolve_token(self._profile, endpoints=self.endpoints)
         return self.transport.token
 
     @property
@@ -221,19 +223,6 @@ async def _dry_run(sources: Any) -> _upload.UploadResult:
         res.bytes = await asyncio.to_thread(_total_size, paths)
         result.sequences.append(res)
     return result
-
-
-def _resolve_token(profile: str | None) -> Secret:
-    try:
-        from .auth import resolve_token
-    except ImportError:  # until amly.api.auth lands: the environment only
-        value = os.environ.get("MAPILLARY_ACCESS_TOKEN")
-        if not value:
-            raise AuthError(
-                "no access token", hint="set MAPILLARY_ACCESS_TOKEN or run 'amly auth'"
-            ) from None
-        return Secret(value)
-    return resolve_token(profile=profile)
 
 
 def _total_size(paths: list[str]) -> int:
