@@ -309,6 +309,31 @@ def test_speed_persistent_jump_is_not_an_outlier() -> None:
     assert [len(s.images) for s in res.sequences] == [5, 5]
 
 
+def test_zigzag_matches_mapillary_tools() -> None:
+    from mapillary_tools import process_sequence_properties as psp
+
+    rnd = random.Random(11)
+    points = drive(DrivePlan(n=300, seed=11))
+    images = from_points(points, heading=False)
+    for k in rnd.sample(range(10, 290), 6):  # glitches of 40..100 m, some two photos long
+        for m in range(k, k + rnd.choice([1, 2])):
+            p = images[m]
+            assert p.lat is not None
+            images[m] = dataclasses.replace(p, lat=p.lat + rnd.uniform(40, 100) / M_PER_DEG)
+    kept, errors = sq.check_zigzag(images)
+    theirs, t_errors = psp._check_sequences_zigzag(
+        [[_official(i) for i in images]], window_size=5, deviation_threshold=0.8, min_distance=30
+    )
+    assert len(errors) >= 3  # upstream's rule misses glitches along the direction of travel
+    assert [e.path for e in errors] == [str(e.filename.relative_to("/x")) for e in t_errors]
+    assert [i.path for i in kept] == [str(m.filename.relative_to("/x")) for m in theirs[0]]
+    assert all(e.kind == "MapillaryZigZagError" for e in errors)
+    # A straight drive has none; process() can switch the check off.
+    assert sq.check_zigzag(from_points(points))[1] == []
+    res = sq.process(images, sq.ProcessOptions(check_zigzag=False, cutoff_distance=None))
+    assert res.errors == []
+
+
 def test_apply_time_offset() -> None:
     images = [img("a", 0), ImageMeta("b")]
     out = sq.apply_time_offset(images, 3600.25)
@@ -389,6 +414,10 @@ def test_process_matches_mapillary_tools() -> None:
         from_points(drive(DrivePlan(n=150, stop_at=50, stop_photos=15, park_at=100)), "a"),
         from_points(drive(DrivePlan(n=40, seed=5, start_lat=52.6)), "b", heading=False),
     ]
+    # A 60 m GPS glitch for one photo in drive b: both tools must drop it as a zig-zag.
+    g = drives[1][20]
+    assert g.lon is not None
+    drives[1][20] = dataclasses.replace(g, lon=g.lon + 60 / 67_700)
     images = [i for d in drives for i in d]
     # Two photos with equal whole-second times, one at null island.
     images.append(dataclasses.replace(images[10], path="a/IMG_0010b.jpg"))
