@@ -361,3 +361,19 @@ def test_uploaded_sequence_is_searchable(tmp_path: Path, monkeypatch: pytest.Mon
         assert {
             d["id"] for d in got if tile(*d["geometry"]["coordinates"], 14) == (x, y, z)
         } == tile_ids
+
+
+def test_rate_limits_and_errors_injected_on_read_routes(srv: Any) -> None:
+    srv.faults.rate_limit_every = 2
+    try:
+        statuses = [get(srv, "/images", bbox="13.42,52.51,13.425,52.515")[0] for _ in range(4)]
+        statuses += [get(srv, "/image_ids", sequence_id="x")[0] for _ in range(2)]
+    finally:
+        srv.faults.rate_limit_every = 0
+    assert statuses.count(429) == 3 and statuses.count(200) == 3
+    srv.faults.error_rate = 1.0
+    try:
+        status, body = get(srv, "/images", bbox="13.42,52.51,13.425,52.515")
+    finally:
+        srv.faults.error_rate = 0.0
+    assert status == 503 and body["error"]["is_transient"] is True
