@@ -32,7 +32,9 @@ def srv(tmp_path: Path) -> Iterator[RunningServer]:
         yield s
 
 
-def official(srv: RunningServer, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def official(
+    srv: RunningServer, tmp: Path, *args: str, user: bool = True
+) -> subprocess.CompletedProcess[str]:
     config = tmp / "mapillary-config"
     config.write_text(f"[amly]\nuser_upload_token = {srv.token}\n")
     env = dict(
@@ -46,7 +48,8 @@ def official(srv: RunningServer, tmp: Path, *args: str) -> subprocess.CompletedP
         MAPILLARY_TOOLS_PROMPT_DISABLED="YES",
     )
     return subprocess.run(
-        [sys.executable, "-m", "mapillary_tools.commands", *args, "--user_name", "amly"],
+        [sys.executable, "-m", "mapillary_tools.commands", *args]
+        + (["--user_name", "amly"] if user else []),
         env=env,
         capture_output=True,
         text=True,
@@ -122,3 +125,22 @@ def test_official_tool_resumes_after_dropped_connections(
     # it resumed at our offset: (almost) nothing was sent twice
     jpg_bytes = sum(v for k, v in srv.stats.bytes_by_key.items() if k.endswith(".jpg"))
     assert jpg_bytes <= 1.1 * sizes * 1.01
+
+
+def test_process_zip_then_upload_zip(srv: RunningServer, tmp_path: Path) -> None:
+    folder, zips = tmp_path / "imgs", tmp_path / "zips"
+    paths = photos(folder, 5)
+    for args in (["process", str(folder)], ["zip", str(folder), str(zips)]):
+        p = official(srv, tmp_path, *args, user=False)
+        assert p.returncode == 0, p.stderr[-3000:]
+    (archive,) = zips.glob("*.zip")
+    empty = tmp_path / "no-images.json"  # its upload wants a description file; zips need none
+    empty.write_text("[]")
+    p = official(srv, tmp_path, "upload", str(zips), "--desc_path", str(empty))
+    assert p.returncode == 0, p.stderr[-3000:]
+    con = sqlite3.connect(srv.store_dir / "amly-server.sqlite3")
+    assert con.execute("SELECT file_type FROM clusters").fetchall() == [("zip",)]
+    rows = con.execute("SELECT description, md5, path FROM images ORDER BY seq_index").fetchall()
+    assert [json.loads(d)["MAPFilename"] for d, _, _ in rows] == [x.name for x in paths]
+    for _, md5, path in rows:
+        assert hashlib.md5((srv.store_dir / path).read_bytes()).hexdigest() == md5
