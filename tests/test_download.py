@@ -28,7 +28,7 @@ from download_support import (
 )
 
 from amly.api._http import Transport
-from amly.api.search import Filters, SearchReport, candidates
+from amly.api.search import Filters, SearchReport, candidates, iso_millis
 from amly.config import Secret
 
 
@@ -234,3 +234,37 @@ def test_legacy_download_images_script(srv: Any, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "640 no longer exists" in r.stderr
     assert len(files(out)) == 12
+
+
+@pytest.mark.parametrize("method", ["tiles", "search"])
+def test_filters_user_time_pano(srv: Any, tmp_path: Path, method: str) -> None:
+    import sqlite3
+
+    box = (13.401, 52.501, 13.4099, 52.5099)
+    w, s, e, n = box
+    db = sqlite3.connect(srv.store_dir / "amly-server.sqlite3")
+    try:
+        users = [
+            u for (u,) in db.execute("SELECT username FROM users WHERE username LIKE 'seed_%'")
+        ]
+        rows = db.execute(
+            "SELECT i.id, u.username, i.captured_at, i.is_pano FROM images i"
+            " JOIN users u ON u.id = i.user_id"
+            " WHERE lon BETWEEN ? AND ? AND lat BETWEEN ? AND ?",
+            (w, e, s, n),
+        ).fetchall()
+    finally:
+        db.close()
+    times = sorted(r[2] for r in rows)
+    start, end = times[len(times) // 5], times[4 * len(times) // 5]
+    for user in users:
+        expected = {r[0] for r in rows if r[1] == user and start <= r[2] <= end and not r[3]}
+        if expected:
+            break
+    assert len(expected) > 10
+    out = tmp_path / "out"
+    r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(box), "--size", "256",
+             "--out", str(out), "--method", method, "--user", user, "--no-pano",
+             "--start", iso_millis(start), "--end", iso_millis(end), "--search-limit", "300", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert set(files(out)) == expected

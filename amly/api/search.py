@@ -478,6 +478,17 @@ async def tile_candidates(
         yield c
 
 
+def _page_data(answer: Any) -> list[Any]:
+    data = answer.get("data") if isinstance(answer, dict) else None
+    return list(data) if isinstance(data, list) else []
+
+
+def _next_page(answer: Any) -> str | None:
+    paging = answer.get("paging") if isinstance(answer, dict) else None
+    nxt = paging.get("next") if isinstance(paging, dict) else None
+    return nxt if isinstance(nxt, str) and nxt else None
+
+
 def _time_halves(start: int, end: int) -> list[tuple[int, int]]:
     """Two overlapping halves (sharing the midpoint, whatever the server's edge semantics).
 
@@ -520,8 +531,16 @@ async def search_candidates(
             params["end_captured_at"] = iso_millis(trange[1])
         answer = await transport.graph_get("images", params, surface="search")
         report.searches += 1
-        data = answer.get("data", []) if isinstance(answer, dict) else []
-        if len(data) >= limit:
+        data = _page_data(answer)
+        # A creator search paginates: follow ``paging.next`` verbatim; then nothing is cut.
+        nxt = _next_page(answer)
+        paged = nxt is not None
+        while nxt is not None:
+            page = await transport.request("GET", nxt, surface="search")
+            report.searches += 1
+            data += _page_data(page)
+            nxt = _next_page(page)
+        if len(data) >= limit and not paged:
             if max(e - w, n - s) > min_cell:
                 report.splits += 1
                 return [], [(q, trange) for q in quarter(cell)]
