@@ -33,10 +33,11 @@ def srv(tmp_path: Path) -> Iterator[RunningServer]:
 
 
 def official(
-    srv: RunningServer, tmp: Path, *args: str, user: bool = True
+    srv: RunningServer, tmp: Path, *args: str, user: bool = True, write_config: bool = True
 ) -> subprocess.CompletedProcess[str]:
     config = tmp / "mapillary-config"
-    config.write_text(f"[amly]\nuser_upload_token = {srv.token}\n")
+    if write_config:
+        config.write_text(f"[amly]\nuser_upload_token = {srv.token}\n")
     env = dict(
         os.environ,
         HOME=str(tmp),
@@ -144,3 +145,14 @@ def test_process_zip_then_upload_zip(srv: RunningServer, tmp_path: Path) -> None
     assert [json.loads(d)["MAPFilename"] for d, _, _ in rows] == [x.name for x in paths]
     for _, md5, path in rows:
         assert hashlib.md5((srv.store_dir / path).read_bytes()).hexdigest() == md5
+
+
+def test_authenticate_with_jwt_verifies_against_our_me(srv: RunningServer, tmp_path: Path) -> None:
+    config = tmp_path / "mapillary-config"
+    p = official(srv, tmp_path, "authenticate", "--jwt", srv.token, write_config=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    text = config.read_text()  # written by mapillary_tools after asking our /me
+    assert srv.token in text and "amly-user" in text
+    bad = "MLY|1|" + "0" * 40
+    p = official(srv, tmp_path, "authenticate", "--jwt", bad, write_config=False)
+    assert p.returncode != 0 and bad not in config.read_text()
