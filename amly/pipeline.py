@@ -310,8 +310,8 @@ class Options:
     track: list[list[Point]] | None = None
     """GPX/NMEA track segments: geotag every image from them instead of its EXIF GPS."""
     track_offset: float = 0.0
-    """Seconds added to the camera time to look it up in ``track`` (camera vs GPS clock);
-    the capture time itself stays as the camera wrote it (as mapillary_tools does)."""
+    """Seconds added to the camera time to look it up in ``track`` (camera vs GPS clock); the
+    capture time is corrected by it too (as mapillary_tools' ``--interpolation_offset_time``)."""
     time_offset: float = 0.0
     """Seconds added to every capture time (mapillary_tools' ``--offset_time``)."""
     use_gpx_start_time: bool = False
@@ -391,7 +391,7 @@ def geotag_from_track(
 
     ``use_gpx_start_time`` first shifts all images so the earliest one is at the track's start
     (as mapillary_tools' ``--interpolation_use_gpx_start_time``), then ``offset_time`` applies.
-    The capture time itself is left as the camera wrote it (like mapillary_tools).
+    The capture time becomes the corrected (GPS clock) time, as mapillary_tools does.
     """
     from . import geo
 
@@ -422,7 +422,11 @@ def geotag_from_track(
                 )
             )
             continue
-        ok.append(dataclasses.replace(m, lat=p.lat, lon=p.lon, alt=p.alt, heading=p.heading))
+        ok.append(
+            dataclasses.replace(
+                m, capture_time=t, lat=p.lat, lon=p.lon, alt=p.alt, heading=p.heading
+            )
+        )
     return ok, bad
 
 

@@ -2,14 +2,15 @@
 
 Each photo's camera time (plus ``--offset-time``) is looked up in the track; latitude,
 longitude, altitude and the direction of travel are written losslessly (only the EXIF segment
-changes). Photos taken before or after the track, or inside a hole in it longer than
+changes). With ``--offset-time``/``--use-gpx-start-time`` the capture time is corrected
+too (so run it once per offset). Photos taken before or after the track, or inside a hole in it longer than
 ``--max-gap``, are reported and left untouched.
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
+from datetime import datetime, tzinfo
 from typing import Any
 
 from ..errors import UsageError
@@ -78,9 +79,10 @@ def add_track_options(p: argparse.ArgumentParser, *, required: bool) -> None:
     g.add_argument(
         "--max-gap",
         type=float,
-        default=60.0,
+        default=None,
         metavar="S",
-        help="photos between track points further apart than this are not geotagged [60]",
+        help="photos between track points further apart than this are not geotagged "
+        "[no limit, as mapillary_tools]",
     )
 
 
@@ -102,10 +104,11 @@ def load_track(args: argparse.Namespace) -> list[list[Any]] | None:
     return list(segments)
 
 
-def _write_position(m: ImageMeta) -> str:
+def _write_position(item: tuple[ImageMeta, datetime | None]) -> str:
     from ..metadata import update_exif
 
-    update_exif(m.path, lat=m.lat, lon=m.lon, alt=m.alt, heading=m.heading)
+    m, corrected = item
+    update_exif(m.path, capture_time=corrected, lat=m.lat, lon=m.lon, alt=m.alt, heading=m.heading)
     return m.path
 
 
@@ -121,6 +124,13 @@ def _directions(images: list[ImageMeta], args: argparse.Namespace) -> list[Image
         else:
             out.extend(group)
     return out
+
+
+def _local(t: datetime | None, tz: tzinfo | None) -> datetime | None:
+    """``t`` in the zone the photos' times are read in (the camera's), for DateTimeOriginal."""
+    if t is None:
+        return None
+    return t.astimezone(tz) if tz is not None else t.astimezone()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -156,8 +166,14 @@ def run(args: argparse.Namespace) -> int:
         for err in outside:
             summary.fail(err)
         tagged = _directions(tagged, args)
-        progress = Progress("writing", len(tagged), enabled=not quiet)
-        for r in pool.map(functools.partial(_write_position), tagged):
+        # A clock offset corrects the capture time too, so time and position agree.
+        original = {m.path: m.capture_time for m in images}
+        items = [
+            (m, _local(m.capture_time, tz) if m.capture_time != original[m.path] else None)
+            for m in tagged
+        ]
+        progress = Progress("writing", len(items), enabled=not quiet)
+        for r in pool.map(_write_position, items):
             if isinstance(r, str):
                 summary.count("geotagged")
             else:

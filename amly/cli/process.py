@@ -142,7 +142,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
         track_offset=args.offset_time if track is not None else 0.0,
         time_offset=args.offset_time if track is None else 0.0,
         use_gpx_start_time=args.use_gpx_start_time,
-        max_gap=args.max_gap if args.max_gap > 0 else None,
+        max_gap=args.max_gap if args.max_gap and args.max_gap > 0 else None,
         recursive=not args.skip_subfolders,
         workers=args.workers,
     )
