@@ -123,6 +123,17 @@ def test_size_from_sof_and_serial_from_canon_maker_note(tmp_path: Path) -> None:
     assert m.make == "Canon" and m.capture_time == T0
 
 
+def test_serial_from_nikon_maker_note(tmp_path: Path) -> None:
+    import piexif
+
+    inner = b"MM\x00*\x00\x00\x00\x08" + struct.pack(">H", 1)
+    inner += struct.pack(">HHLL", 0x001D, 2, 8, 8 + 2 + 12 + 4) + b"\x00" * 4 + b"N12345\x00\x00"
+    d = piexif.load(synth.exif_bytes(time=T0, make="NIKON CORPORATION"))
+    d["Exif"][piexif.ExifIFD.MakerNote] = b"Nikon\x00\x02\x10\x00\x00" + inner
+    m = read_image(write(tmp_path, "a.jpg", jpeg_with(piexif.dump(d))))
+    assert m.serial == "N12345"
+
+
 def test_exif_beyond_the_first_read(tmp_path: Path) -> None:
     # 3 x ~60 KiB of other segments before the EXIF: the reader must read on.
     base = synth.base_frames(64, 48)[0]

@@ -16,6 +16,7 @@ SBYTE, UNDEFINED, SSHORT, SLONG, SRATIONAL, FLOAT, DOUBLE, IFD = 6, 7, 8, 9, 10,
 TYPE_SIZES = {1: 1, 2: 1, 3: 2, 4: 4, 5: 8, 6: 1, 7: 1, 8: 2, 9: 4, 10: 8, 11: 4, 12: 8, 13: 4}
 _INT_CODES = {BYTE: "B", SHORT: "H", LONG: "L", SBYTE: "b", SSHORT: "h", SLONG: "l", IFD: "L"}
 
+_ENTRY = {e: struct.Struct(e + "HHLL") for e in "<>"}
 #: Upper bound of entries per IFD: real files have < 100; more means garbage.
 MAX_ENTRIES = 1000
 
@@ -83,15 +84,10 @@ def read_ifd(tiff: bytes, e: str, offset: int, name: str) -> dict[int, Entry]:
         raise TiffError(f"{name} at offset {offset} claims {count} entries, more than fit")
     entries: dict[int, Entry] = {}
     at = offset + 2
-    fmt = e + "HHL"
-    for _ in range(count):
-        tag, typ, cnt = struct.unpack_from(fmt, tiff, at)
-        size = TYPE_SIZES.get(typ, 1) * cnt
-        if size <= 4:
-            pos = at + 8
-        else:
-            (pos,) = struct.unpack_from(e + "L", tiff, at + 8)
-        entries.setdefault(tag, Entry(typ, cnt, pos, at))
+    sizes = TYPE_SIZES
+    for tag, typ, cnt, value in _ENTRY[e].iter_unpack(tiff[at : at + 12 * count]):
+        if tag not in entries:  # the first of duplicated tags wins
+            entries[tag] = Entry(typ, cnt, at + 8 if sizes.get(typ, 1) * cnt <= 4 else value, at)
         at += 12
     return entries
 

@@ -1,6 +1,6 @@
 """Reading one JPEG's metadata: the hot path of ``amly process``.
 
-Only the header is read: the first 64 KiB (more only when the segments before the image data
+Only the header is read: the first 32 KiB (more only when the segments before the image data
 are larger), plus the last two bytes to check the end-of-image marker. The JPEG segments and
 the EXIF TIFF structure are parsed here directly (IFD0, Exif IFD, GPS IFD: only the tags
 amly uses), which is several times faster than a general EXIF library and bounds-checks
@@ -20,8 +20,9 @@ from . import _tiff as T
 from ._jpeg import EOI, JpegError, Layout, NeedMore, sof_size, walk
 from ._tz import localize, parse_exif_datetime, parse_offset
 
-#: First read: enough for the header of nearly every camera JPEG (EXIF is at most 64 KiB).
-HEAD_BYTES = 65536
+#: First read: the whole header of most camera JPEGs; a larger header costs one more read.
+#: (Measured: 16-32 KiB reads are ~10% faster than 64 KiB ones; smaller gains nothing.)
+HEAD_BYTES = 32768
 #: Headers larger than this (segments before the image data) are treated as corrupt.
 MAX_HEADER_BYTES = 16 * 1024 * 1024
 #: How far back from the end of the file the end-of-image marker may sit (trailers).
