@@ -24,6 +24,7 @@ EARTH_RADIUS = 6_371_008.8
 
 __all__ = [
     "EARTH_RADIUS",
+    "MAX_CELLS",
     "InGap",
     "OutsideTrack",
     "angle_diff",
@@ -254,11 +255,23 @@ def validate_bbox(bbox: BBox) -> BBox:
     return box
 
 
+MAX_CELLS = 10_000_000
+"""Refuse to list more cells/tiles than this: a typo'd bbox must fail, not eat the RAM."""
+
+
+def _check_count(count: int, what: str, bbox: BBox) -> None:
+    if count > MAX_CELLS:
+        raise ValueError(
+            f"bbox {bbox} needs {count:,} {what} (more than {MAX_CELLS:,}): use a smaller box"
+        )
+
+
 def split_bbox(bbox: BBox, max_side: float = 0.01) -> list[BBox]:
     """Cut a box into a grid of equal cells no wider or taller than ``max_side`` degrees.
 
     Cells are listed row by row from the south-west; they tile the box exactly (shared
-    edges, outer edges identical to the input's).
+    edges, outer edges identical to the input's). More than :data:`MAX_CELLS` cells is a
+    ``ValueError``.
 
     >>> split_bbox((0, 0, 0.02, 0.01))
     [(0.0, 0.0, 0.01, 0.01), (0.01, 0.0, 0.02, 0.01)]
@@ -271,6 +284,7 @@ def split_bbox(bbox: BBox, max_side: float = 0.01) -> list[BBox]:
     # The epsilon keeps float noise (0.07 / 0.01 = 7.000000000000001) from adding a sliver row.
     nx = max(1, math.ceil((e - w) / max_side - 1e-9))
     ny = max(1, math.ceil((n - s) / max_side - 1e-9))
+    _check_count(nx * ny, "cells", (w, s, e, n))
     xs = [w + (e - w) * i / nx for i in range(nx)] + [e]
     ys = [s + (n - s) * j / ny for j in range(ny)] + [n]
     return [(xs[i], ys[j], xs[i + 1], ys[j + 1]) for j in range(ny) for i in range(nx)]
@@ -327,6 +341,8 @@ def tile_bounds(x: int, y: int, zoom: int) -> BBox:
 def tiles(bbox: BBox, zoom: int) -> list[tuple[int, int, int]]:
     """Every tile at ``zoom`` that intersects ``bbox``, row by row from the north-west.
 
+    More than :data:`MAX_CELLS` tiles is a ``ValueError``.
+
     >>> tiles((13.40, 52.51, 13.41, 52.52), 14)
     [(8801, 5373, 14), (8802, 5373, 14)]
     >>> tiles((-180, -85, 180, 85), 1)  # edges on tile borders do not spill over
@@ -336,4 +352,5 @@ def tiles(bbox: BBox, zoom: int) -> list[tuple[int, int, int]]:
     x0, y0, _ = tile(w, n, zoom)
     # Nudge the east/south edges inwards so a box ending on a tile border stays out of it.
     x1, y1, _ = tile(e - 1e-9, s + 1e-9, zoom)
+    _check_count((x1 - x0 + 1) * (y1 - y0 + 1), "tiles", (w, s, e, n))
     return [(x, y, zoom) for y in range(y0, y1 + 1) for x in range(x0, x1 + 1)]

@@ -130,7 +130,9 @@ def _child_text(el: ET.Element, name: str) -> str | None:
 
 
 def parse_gpx_tracks(data: str | bytes) -> list[GpxTrack]:
-    """Every ``<trk>`` of a GPX document with its segments (points without time skipped).
+    """Every ``<trk>`` (and timed ``<rte>``) of a GPX document with its segments.
+
+    Points without time are skipped, empty segments dropped, each segment sorted by time.
 
     Raises ``ValueError`` when the document is not well-formed XML or not GPX.
     """
@@ -142,25 +144,27 @@ def parse_gpx_tracks(data: str | bytes) -> list[GpxTrack]:
         raise ValueError(f"not a GPX document (root element is <{_local(root.tag)}>)")
     tracks: list[GpxTrack] = []
     for trk in root:
-        if _local(trk.tag) != "trk":
+        kind = _local(trk.tag)
+        if kind == "trk":
+            segs = [_points(seg, "trkpt") for seg in trk if _local(seg.tag) == "trkseg"]
+        elif kind == "rte":  # a timed route (some loggers write these) is a one-segment track
+            segs = [_points(trk, "rtept")]
+        else:
             continue
         name = _child_text(trk, "name")
-        segments: Segments = []
-        for seg in trk:
-            if _local(seg.tag) != "trkseg":
-                continue
-            points: list[Point] = []
-            for pt in seg:
-                if _local(pt.tag) != "trkpt":
-                    continue
-                p = _trkpt(pt)
-                if p is not None:
-                    points.append(p)
-            if points:
-                points.sort(key=_time_of)
-                segments.append(points)
-        tracks.append(GpxTrack(name.strip() if name else None, segments))
+        tracks.append(GpxTrack(name.strip() if name else None, [s for s in segs if s]))
     return tracks
+
+
+def _points(parent: ET.Element, tag: str) -> list[Point]:
+    points: list[Point] = []
+    for pt in parent:
+        if _local(pt.tag) == tag:
+            p = _trkpt(pt)
+            if p is not None:
+                points.append(p)
+    points.sort(key=_time_of)
+    return points
 
 
 def _trkpt(pt: ET.Element) -> Point | None:

@@ -179,6 +179,8 @@ def test_split_bbox_tiles_exactly() -> None:
     assert geo.split_bbox((0, 0, 0.005, 0.005)) == [(0.0, 0.0, 0.005, 0.005)]
     with pytest.raises(ValueError):
         geo.split_bbox((0, 0, 1, 1), max_side=0)
+    with pytest.raises(ValueError, match="use a smaller box"):
+        geo.split_bbox((-180, -90, 180, 90))  # 648 million cells
 
 
 def test_quarter() -> None:
@@ -192,3 +194,5 @@ def test_tiles_roundtrip() -> None:
     assert w <= 13.405 < e and s <= 52.52 < n
     assert geo.tiles((w + 1e-7, s + 1e-7, e - 1e-7, n - 1e-7), z) == [(x, y, z)]
     assert len(geo.tiles((-180, -85, 180, 85), 2)) == 16
+    with pytest.raises(ValueError, match="tiles"):
+        geo.tiles((-180, -85, 180, 85), 14)

@@ -66,6 +66,19 @@ def test_gpx_10_and_no_namespace() -> None:
     assert gpx.parse_gpx_text(bare) == expected
 
 
+def test_timed_route_is_a_track() -> None:
+    doc = (
+        '<gpx version="1.1" xmlns="http://www.topografix.com/GPX/1/1"><rte><name>r</name>'
+        '<rtept lat="1" lon="2"><time>2024-06-01T10:00:00Z</time></rtept>'
+        '<rtept lat="3" lon="4"/></rte><rte><rtept lat="1" lon="2"/></rte></gpx>'
+    )
+    tracks = gpx.parse_gpx_tracks(doc)
+    assert [(tr.name, tr.segments) for tr in tracks] == [
+        ("r", [[Point(t(10, 0, 0), 1.0, 2.0)]]),
+        (None, []),
+    ]
+
+
 def test_not_gpx_raises_value_error() -> None:
     with pytest.raises(ValueError, match="not a GPX document"):
         gpx.parse_gpx_text("<kml></kml>")
