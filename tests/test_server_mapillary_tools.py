@@ -156,3 +156,14 @@ def test_authenticate_with_jwt_verifies_against_our_me(srv: RunningServer, tmp_p
     bad = "MLY|1|" + "0" * 40
     p = official(srv, tmp_path, "authenticate", "--jwt", bad, write_config=False)
     assert p.returncode != 0 and bad not in config.read_text()
+
+
+def test_authenticate_with_email_logs_in_at_our_login(srv: RunningServer, tmp_path: Path) -> None:
+    from amly.server.auth import STORE_KEY, ensure_user
+
+    uid = srv.call(ensure_user, srv.app[STORE_KEY], "carol", email="c@x.org", password="pw pw pw")
+    args = ("authenticate", "--user_email", "c@x.org", "--user_password", "pw pw pw")
+    p = official(srv, tmp_path, *args, write_config=False)
+    assert p.returncode == 0, p.stderr[-3000:]
+    text = (tmp_path / "mapillary-config").read_text()
+    assert "user_upload_token = MLY|" in text and f"MAPSettingsUserKey = {uid}" in text
