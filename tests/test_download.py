@@ -268,3 +268,37 @@ def test_filters_user_time_pano(srv: Any, tmp_path: Path, method: str) -> None:
              "--start", iso_millis(start), "--end", iso_millis(end), "--search-limit", "300", "--json")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert set(files(out)) == expected
+
+
+def test_client_api(srv: Any, tmp_path: Path) -> None:
+    import amly
+
+    box = (13.4101, 52.5101, 13.4125, 52.5125)
+    expected = truth(srv, box)
+
+    async def run() -> tuple[dict[str, Any], Any, Any]:
+        async with amly.Client(srv.url, token=srv.token, journal=False) as client:
+            found = {
+                img["id"]: img
+                async for img in client.images(box, fields=["thumb_256_url", "altitude"])
+            }
+            res = await client.download_images(box, tmp_path / "api", size="256", max_results=5)
+            seq = next(iter(expected.values()))
+            track = await client.sequence_track(seq)
+        return found, res, track
+
+    found, res, track = asyncio.run(run())
+    assert set(found) == set(expected)
+    assert all(img["thumb_256_url"].startswith(srv.url) for img in found.values())
+    assert res.downloaded == 5 and len(files(tmp_path / "api")) == 5
+    assert len(track) > 1 and [p.time for p in track] == sorted(p.time for p in track)
+    with pytest.raises(amly.UsageError):
+        asyncio.run(_inverted(srv))
+
+
+async def _inverted(srv: Any) -> None:
+    import amly
+
+    async with amly.Client(srv.url, token=srv.token, journal=False) as client:
+        async for _ in client.images((1, 1, 0, 0)):
+            pass

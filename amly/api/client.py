@@ -167,6 +167,49 @@ class Client:
             (result.duplicates if isinstance(e, DuplicateError) else result.failures).append(e)
         return result
 
+    # -- download (owner: download engineer; the work is in amly.api.search / .download) -------
+
+    def images(
+        self,
+        bbox: Iterable[float],
+        *,
+        fields: Iterable[str] = (),
+        method: str = "tiles",
+        max_results: int | None = None,
+        **filters: Any,
+    ) -> Any:
+        """``async for image in client.images(bbox=..., fields=[...])``: every image exactly in
+        the box as an entity dict. ``filters``: ``start``, ``end`` (datetimes), ``username``,
+        ``is_pano``, ``organization_id``. See :func:`amly.api.search.images`."""
+        from . import search as _search
+
+        self.token  # noqa: B018 - resolves (or raises) before any request
+        return _search.images(
+            self.transport,
+            _search.check_bbox(bbox),
+            fields=fields,
+            filters=_search.Filters(**filters),
+            method=method,
+            max_results=max_results,
+        )
+
+    async def download_images(
+        self, bbox: Iterable[float], out: str | os.PathLike[str], **options: Any
+    ) -> Any:
+        """Download the box's images into ``out`` (resumable; EXIF written). ``options``: see
+        :func:`amly.api.download.download_images` (size, filters, method, max_results...)."""
+        from . import download as _download
+
+        self.token  # noqa: B018
+        return await _download.download_images(self.transport, bbox, out, **options)
+
+    async def sequence_track(self, sequence_id: str) -> Any:
+        """The time-ordered :class:`~amly.Point` list of a sequence's images."""
+        from . import download as _download
+
+        self.token  # noqa: B018
+        return await _download.sequence_track(self.transport, sequence_id)
+
 
 async def _upload_sources(
     items: Iterable[Any] | AsyncIterable[Any],

@@ -28,9 +28,8 @@ from typing import Any
 
 from .._atomic import atomic_write
 from ..errors import APIError, AuthError, MetadataError, UsageError
-from ..geo import validate_bbox
 from ..journal import Journal
-from ..types import BBox, Point
+from ..types import Point
 from ._http import Transport
 from .search import (
     BASE_FIELDS,
@@ -41,6 +40,7 @@ from .search import (
     _ordered_map,
     accept_entity,
     candidates,
+    check_bbox,
     check_image_id,
     check_sequence_id,
     fetch_entity,
@@ -99,14 +99,6 @@ def thumb_field(size: str) -> str:
     'thumb_2048_url'
     """
     return f"thumb_{size}_url"
-
-
-def check_bbox(bbox: Iterable[float]) -> BBox:
-    """The box as floats, or a :class:`UsageError` saying what is wrong (before any work)."""
-    try:
-        return validate_bbox(tuple(bbox))  # type: ignore[arg-type]
-    except ValueError as e:
-        raise UsageError(str(e), hint="give --bbox WEST,SOUTH,EAST,NORTH in degrees") from None
 
 
 async def check_token(transport: Transport) -> dict[str, Any]:

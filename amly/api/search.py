@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
 
-from ..errors import APIError
+from ..errors import APIError, UsageError
 from ..geo import quarter, split_bbox, tile_bounds, tiles, validate_bbox
 from ..types import BBox
 from ._http import Transport
@@ -41,6 +41,7 @@ __all__ = [
     "SearchReport",
     "UnsafeId",
     "candidates",
+    "check_bbox",
     "check_image_id",
     "check_sequence_id",
     "decode_image_tile",
@@ -119,6 +120,18 @@ def _millis(dt: datetime) -> int:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return int(round(dt.timestamp() * 1000))
+
+
+def check_bbox(bbox: Iterable[float]) -> BBox:
+    """The box as floats, or a :class:`UsageError` saying what is wrong (before any work).
+
+    >>> check_bbox([1, 2, 3, 4])
+    (1.0, 2.0, 3.0, 4.0)
+    """
+    try:
+        return validate_bbox(tuple(bbox))  # type: ignore[arg-type]
+    except (TypeError, ValueError) as e:
+        raise UsageError(str(e), hint="give the box as WEST,SOUTH,EAST,NORTH in degrees") from None
 
 
 def in_bbox(lon: float, lat: float, bbox: BBox) -> bool:
@@ -720,7 +733,7 @@ async def images(
 ) -> AsyncIterator[dict[str, Any]]:
     """Every image exactly inside ``bbox`` that passes ``filters``, as entity dicts holding
     at least ``fields`` plus :data:`BASE_FIELDS`. Unordered; each image once."""
-    box = validate_bbox(bbox)
+    box = check_bbox(bbox)
     filters = filters or Filters()
     report = report or SearchReport()
     want = set(BASE_FIELDS) | set(fields)

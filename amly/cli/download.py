@@ -10,17 +10,17 @@ Tracks land in ``OUT/<sequence id>.gpx`` (GPX 1.1, one per sequence).
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import datetime, timezone
 from typing import Any
 
 from ..api._http import Transport
 from ..api._limits import Limits
-from ..api.download import check_bbox, download_gpx, download_images, normalize_size
-from ..api.search import SEARCH_LIMIT, Filters
+from ..api.auth import resolve_token
+from ..api.download import download_gpx, download_images, normalize_size
+from ..api.search import SEARCH_LIMIT, Filters, check_bbox
 from ..config import Endpoints, Secret
-from ..errors import AuthError, UsageError
+from ..errors import UsageError
 from ._common import Progress, Summary, add_output_options, run_async
 
 
@@ -77,24 +77,11 @@ def parse_limits(text: str | None) -> Limits:
     return limits
 
 
-def resolve_token(explicit: str | None) -> Secret:
-    """``--token``, else ``MAPILLARY_ACCESS_TOKEN``, else the saved profile (``amly auth``)."""
-    value = explicit or os.environ.get("MAPILLARY_ACCESS_TOKEN")
-    if not value:
-        try:  # the auth verb's profile store, when present
-            from .. import auth as _auth  # type: ignore[attr-defined]
-
-            loader = getattr(_auth, "load_token", None)
-            found = loader() if loader is not None else None
-            if found:
-                return found if isinstance(found, Secret) else Secret(str(found))
-        except ImportError:
-            pass
-        raise AuthError(
-            "no access token",
-            hint="pass --token, set MAPILLARY_ACCESS_TOKEN, or run 'amly auth'",
-        )
-    return Secret(value)
+def _token(args: argparse.Namespace, endpoints: Endpoints) -> Secret:
+    """``--token``, else what every verb uses (environment, ``amly auth`` profile, login)."""
+    if args.token:
+        return Secret(args.token)
+    return resolve_token(args.profile, endpoints=endpoints)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -104,6 +91,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user", metavar="NAME", help="only this creator's images")
     p.add_argument("--endpoint", metavar="URL", help="an amly server base URL")
     p.add_argument("--token", metavar="TOKEN", help="access token (default: environment)")
+    p.add_argument("--profile", metavar="NAME", help="the 'amly auth' profile to use")
     p.add_argument("--concurrency", type=int, default=32, metavar="N", help="default 32")
     p.add_argument(
         "--method",
@@ -155,9 +143,10 @@ def register(subparsers: Any) -> None:
 def _transport(args: argparse.Namespace) -> Transport:
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    endpoints = Endpoints.from_env(args.endpoint)
     return Transport(
-        Endpoints.from_env(args.endpoint),
-        resolve_token(args.token),
+        endpoints,
+        _token(args, endpoints),
         concurrency=max(8, args.concurrency + 8),
         limits=parse_limits(args.rate_limits),
     )
