@@ -619,7 +619,11 @@ def process(images: Iterable[ImageMeta], options: ProcessOptions | None = None) 
     for image in images:
         if image.capture_time is None:
             errors.append(
-                GeotagError(image.path, "no capture time", hint="set it with --offset-time/GPX")
+                GeotagError(
+                    image.path,
+                    "no capture time in the EXIF",
+                    hint="give it one with `amly fix-dates` before processing",
+                )
             )
         elif not image.has_position():
             errors.append(

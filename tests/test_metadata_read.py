@@ -303,3 +303,22 @@ def test_fuzzed_headers_fail_cleanly(tmp_path: Path) -> None:
 def test_open_failure_is_a_metadata_error(tmp_path: Path) -> None:
     e = error_of(tmp_path / "missing.jpg")
     assert e.message.startswith("cannot open the file:")
+
+
+def test_agrees_with_mapillary_tools_reader(tmp_path: Path) -> None:
+    mt = pytest.importorskip("mapillary_tools.geotag.image_extractors.exif")
+    points = synth.drive(synth.DrivePlan(n=3))
+    paths = synth.write_photos(tmp_path, points, serial="SER-7")
+    for path in paths:
+        theirs = mt.ImageEXIFExtractor(path).extract()
+        ours = read_image(path)
+        assert ours.capture_time is not None
+        assert ours.capture_time.timestamp() == pytest.approx(theirs.time, abs=1e-6)
+        assert (ours.lat, ours.lon) == pytest.approx((theirs.lat, theirs.lon), abs=1e-12)
+        assert ours.alt == pytest.approx(theirs.alt) and ours.heading == pytest.approx(theirs.angle)
+        assert (ours.make, ours.model, ours.serial) == (
+            theirs.MAPDeviceMake, theirs.MAPDeviceModel, theirs.MAPCameraUUID,
+        )  # fmt: skip
+        assert (ours.width, ours.height, ours.orientation) == (
+            theirs.width, theirs.height, theirs.MAPOrientation,
+        )  # fmt: skip

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ._common import add_output_options
 
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     return 0 if ok else 1
 
 
-def _arrived(srv: object) -> dict[str, object]:
+def _arrived(srv: object) -> dict[str, Any]:
     """What the server stored, straight from its index."""
     import sqlite3
 
@@ -174,7 +175,7 @@ def _arrived(srv: object) -> dict[str, object]:
     }
 
 
-def _print_arrived(arrived: dict[str, object]) -> None:
+def _print_arrived(arrived: dict[str, Any]) -> None:
     seqs = arrived["sequences"]
     assert isinstance(seqs, list)
     print(
