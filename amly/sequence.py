@@ -19,6 +19,13 @@ cut the same sequences from the same photos, in the same order:
 
 Every function returns new :class:`~amly.types.ImageMeta` objects where it changes one
 (``dataclasses.replace``); inputs are never mutated.
+
+Deliberate differences from upstream (everything else is cross-checked equal in
+``tests/test_sequence.py``): the speed check flags the outlier images, not the whole
+sequence; headings point to the next *distinct* position (upstream takes the bearing to an
+identical position, i.e. 0); null island is (0, 0) within 1e-6 degrees, not exactly;
+distances are haversine on the mean sphere (upstream: chord through the WGS84 ellipsoid,
+within 0.5 %).
 """
 
 from __future__ import annotations
