@@ -52,7 +52,7 @@ def test_synthetic_drive_round_trip(tmp_path: Path) -> None:
         assert m.lon == pytest.approx(p.lon, abs=3e-8)
         assert m.alt == pytest.approx(p.alt, abs=1e-3)
         assert m.heading == pytest.approx(p.heading, abs=0.01)
-        assert (m.make, m.model, m.serial) == ("Acme", "X1", "SN-42")
+        assert (m.make, m.model, m.serial) == ("Acme", "X1", "SN42")  # as MAPCameraUUID
         assert (m.width, m.height, m.orientation) == (640, 360, 1)
         assert m.filesize == path.stat().st_size
         assert m.description is None and m.gps_accuracy is None

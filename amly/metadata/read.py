@@ -177,12 +177,13 @@ def _decode(meta: ImageMeta, tiff: bytes, tz: tzinfo | None) -> None:
     w, h = integer(exif, T.PIXEL_X), integer(exif, T.PIXEL_Y)
     if w and h:
         meta.width, meta.height = w, h
-    meta.serial = (
+    body = (
         text(exif, T.BODY_SERIAL)
         or text(ifd0, T.BODY_SERIAL)
         or text(ifd0, T.CAMERA_SERIAL)
         or _maker_note_serial(tiff, e, exif, meta.make)
     )
+    meta.serial = camera_id(body, text(exif, T.LENS_SERIAL) or text(ifd0, T.LENS_SERIAL))
 
     # Position.
     lat = _coordinate(tiff, e, gps, T.GPS_LAT, T.GPS_LAT_REF, "S")
@@ -252,6 +253,17 @@ def _decode(meta: ImageMeta, tiff: bytes, tz: tzinfo | None) -> None:
                     dt = dt.replace(tzinfo=zone)
             meta.capture_time = localize(dt, tz)
             break
+
+
+def camera_id(body: str | None, lens: str | None) -> str | None:
+    """The camera identifier the way the official tool builds ``MAPCameraUUID``: body and
+    lens serial numbers, letters and digits only, joined by ``_``.
+
+    >>> camera_id("SN-42 ", "L/7"), camera_id(None, None), camera_id("--", None)
+    ('SN42_L7', None, None)
+    """
+    parts = ["".join(c for c in s if c.isalnum()) for s in (body, lens) if s]
+    return "_".join(p for p in parts if p) or None
 
 
 def _coordinate(
