@@ -1,7 +1,7 @@
 """Small pure geodesy functions: distances, bearings, track interpolation, bounding boxes, tiles.
 
 No I/O. Distances use the haversine formula on a sphere of the IUGG mean Earth radius
-(6,371,008.8 m): within 0.5 % of the ellipsoid everywhere, far below GPS noise, and it makes
+(6,371,008.8 m): within 0.6 % of the ellipsoid everywhere, far below GPS noise, and it makes
 "1 degree of latitude" a fixed 111,195 m that tests can check exactly. Angles are degrees;
 bearings are clockwise from true north in ``[0, 360)``.
 
