@@ -22,9 +22,10 @@ def build_argv(argv: list[str]) -> list[str]:
     p.add_argument("src")
     p.add_argument("duplicate_path", nargs="?")
     args, rest = p.parse_known_args(argv)
-    out = ["dedup", args.src, "-d", args.min_dist, "--angle", args.min_angle, *rest]
+    out = ["dedup", args.src]
     if args.duplicate_path:
         out.append(args.duplicate_path)
+    out += ["-d", args.min_dist, "--angle", args.min_angle, *rest]
     return out
 
 
