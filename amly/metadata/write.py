@@ -241,43 +241,64 @@ def _append(out: bytearray, data: bytes) -> int:
     return at
 
 
-def _place(out: bytearray, e: str, old: T.Entry | None, value: _Value) -> bytes:
-    """Store ``value`` and return the 4-byte value field of its entry: inline when it fits,
-    else over the old value when that slot is big enough, else appended."""
-    data = value[2]
-    if len(data) <= 4:
-        return data.ljust(4, b"\x00")
-    if old is not None:
-        old_size = T.TYPE_SIZES.get(old.type, 1) * old.n
-        if (
-            old_size > 4
-            and len(data) <= old_size
-            and 8 <= old.pos
-            and old.pos + old_size <= len(out)
-        ):
-            out[old.pos : old.pos + old_size] = data.ljust(old_size, b"\x00")
-            return struct.pack(e + "L", old.pos)
-    return struct.pack(e + "L", _append(out, data))
+class _Editor:
+    """One TIFF block being edited: ``src`` the original bytes (never changed), ``out`` the
+    result (``src`` plus appended data, with patched entries and reused value slots)."""
 
+    def __init__(self, src: bytes, e: str) -> None:
+        self.src, self.e = src, e
+        self.out = bytearray(src)
+        # Ranges an overwritten value must not touch: the header, the IFD tables, the maker
+        # note, and every slot already reused (some writers share one slot between tags).
+        self.protected: list[tuple[int, int]] = [(0, 8)]
 
-def _apply_ifd(
-    out: bytearray, src: bytes, e: str, at: int | None, edits: dict[int, _Value], name: str
-) -> int:
-    """Apply ``edits`` to the IFD at ``at`` (``None``: create it); return where it now is."""
-    entries = T.read_ifd(src, e, at, name) if at is not None else {}
-    if at is not None and all(tag in entries for tag in edits):
-        for tag, value in edits.items():  # same tags: patch the entries in place
-            old = entries[tag]
-            field = _place(out, e, old, value)
-            out[old.at : old.at + 12] = struct.pack(e + "HHL", tag, value[0], value[1]) + field
-        return at
-    records = {tag: src[ent.at : ent.at + 12] for tag, ent in entries.items()}
-    for tag, value in edits.items():
-        field = _place(out, e, entries.get(tag), value)
-        records[tag] = struct.pack(e + "HHL", tag, value[0], value[1]) + field
-    nxt = T.ifd_next(src, e, at) if at is not None else 0
-    body = b"".join(records[tag] for tag in sorted(records))
-    return _append(out, struct.pack(e + "H", len(records)) + body + struct.pack(e + "L", nxt))
+    def protect(self, start: int, end: int) -> None:
+        self.protected.append((start, end))
+
+    def protect_ifd(self, at: int | None, entries: dict[int, T.Entry]) -> None:
+        if at is not None:
+            self.protect(at, at + 2 + 12 * len(entries) + 4)
+
+    def place(self, old: T.Entry | None, value: _Value) -> bytes:
+        """Store ``value``; return the 4-byte value field of its entry: inline when it fits,
+        else over the old value when that slot is big enough and shared with nothing we know,
+        else appended."""
+        data = value[2]
+        if len(data) <= 4:
+            return data.ljust(4, b"\x00")
+        if old is not None:
+            size = T.TYPE_SIZES.get(old.type, 1) * old.n
+            start, end = old.pos, old.pos + size
+            if (
+                size > 4
+                and len(data) <= size
+                and end <= len(self.src)
+                and not any(start < b and a < end for a, b in self.protected)
+            ):
+                self.out[start:end] = data.ljust(size, b"\x00")
+                self.protect(start, end)
+                return struct.pack(self.e + "L", start)
+        return struct.pack(self.e + "L", _append(self.out, data))
+
+    def apply_ifd(
+        self, at: int | None, entries: dict[int, T.Entry], edits: dict[int, _Value], sub: bool
+    ) -> int:
+        """Apply ``edits`` to the IFD at ``at`` (``None``: create it); return where it is now.
+        ``sub``: an Exif/GPS IFD, whose next-IFD link means nothing (written as 0)."""
+        e, out = self.e, self.out
+        if at is not None and all(tag in entries for tag in edits):
+            for tag, value in edits.items():  # same tags: patch the entries in place
+                old = entries[tag]
+                field = self.place(old, value)
+                out[old.at : old.at + 12] = struct.pack(e + "HHL", tag, value[0], value[1]) + field
+            return at
+        records = {tag: self.src[ent.at : ent.at + 12] for tag, ent in entries.items()}
+        for tag, value in edits.items():
+            field = self.place(entries.get(tag), value)
+            records[tag] = struct.pack(e + "HHL", tag, value[0], value[1]) + field
+        nxt = T.ifd_next(self.src, e, at) if at is not None and not sub else 0
+        body = b"".join(records[tag] for tag in sorted(records))
+        return _append(out, struct.pack(e + "H", len(records)) + body + struct.pack(e + "L", nxt))
 
 
 def edit_tiff(tiff: bytes | None, fields: dict[str, Any]) -> bytes:
@@ -288,33 +309,39 @@ def edit_tiff(tiff: bytes | None, fields: dict[str, Any]) -> bytes:
     (b'II*\\x00', True)
     """
     if tiff is None:
-        src = b"II*\x00\x00\x00\x00\x00"
-        e, ifd0_at = "<", None
+        src, e, ifd0_at = b"II*\x00\x00\x00\x00\x00", "<", None
     else:
         src = tiff
         e, first = T.header(src)
         ifd0_at = first
-    out = bytearray(src)
-    ifd0 = T.read_ifd(src, e, ifd0_at, "IFD0") if ifd0_at is not None else {}
-    sub: dict[str, int | None] = {"Exif": None, "GPS": None}
+    ed = _Editor(src, e)
+    ifds: dict[str, dict[int, T.Entry]] = {"0th": {}, "Exif": {}, "GPS": {}}
+    where: dict[str, int | None] = {"0th": ifd0_at, "Exif": None, "GPS": None}
+    if ifd0_at is not None:
+        ifds["0th"] = T.read_ifd(src, e, ifd0_at, "IFD0")
     for key, tag in (("Exif", T.EXIF_POINTER), ("GPS", T.GPS_POINTER)):
-        ent = ifd0.get(tag)
+        ent = ifds["0th"].get(tag)
         if ent is not None and ent.n >= 1:
-            sub[key] = T.ints(src, e, ent, tag)[0]
-    gps = T.read_ifd(src, e, sub["GPS"], "GPS IFD") if sub["GPS"] is not None else {}
-    edits = _edits(e, fields, gps)
-    if sub["Exif"] is None and edits["Exif"]:
+            where[key] = at = T.ints(src, e, ent, tag)[0]
+            ifds[key] = T.read_ifd(src, e, at, f"{key} IFD")
+    for key in ifds:
+        ed.protect_ifd(where[key], ifds[key])
+    note = ifds["Exif"].get(T.MAKER_NOTE)
+    if note is not None:
+        ed.protect(note.pos, note.pos + note.n)
+    edits = _edits(e, fields, ifds["GPS"])
+    if where["Exif"] is None and edits["Exif"]:
         edits["Exif"][EXIF_VERSION] = (T.UNDEFINED, 4, b"0232")  # required in a new Exif IFD
     for key, tag in (("Exif", T.EXIF_POINTER), ("GPS", T.GPS_POINTER)):
         if edits[key]:
-            at = _apply_ifd(out, src, e, sub[key], edits[key], f"{key} IFD")
-            if at != sub[key]:
+            at = ed.apply_ifd(where[key], ifds[key], edits[key], sub=True)
+            if at != where[key]:
                 edits["0th"][tag] = (T.LONG, 1, struct.pack(e + "L", at))
     if edits["0th"]:
-        at = _apply_ifd(out, src, e, ifd0_at, edits["0th"], "IFD0")
+        at = ed.apply_ifd(ifd0_at, ifds["0th"], edits["0th"], sub=False)
         if at != ifd0_at:
-            struct.pack_into(e + "L", out, 4, at)
-    return bytes(out)
+            struct.pack_into(e + "L", ed.out, 4, at)
+    return bytes(ed.out)
 
 
 # -- the JPEG edit ----------------------------------------------------------------------------
