@@ -62,6 +62,7 @@ def test_kill_9_then_rerun_downloads_only_what_is_missing(srv: Any, tmp_path: Pa
     assert r.returncode == 0, r.stderr
     s = summary(r)["counts"]
     assert files(out) == expected and sorted(index_ids(out)) == sorted(expected)
+    assert not list(out.glob("*/.amly-*.tmp"))  # a killed run's temp files are swept
     # The manifest is written after each file: at most the images in flight are fetched again.
     assert s["reused"] >= len(before) - 4
     assert s["reused"] + s["downloaded"] == len(expected)

@@ -203,6 +203,10 @@ class _Manifest:
 
 def _open_manifest(out: Path, query: dict[str, Any]) -> tuple[_Manifest, bool]:
     out.mkdir(parents=True, exist_ok=True)
+    # A killed run can leave atomic_write's temp files behind: never a visible half image,
+    # but litter. Remove them (the manifest never points at them).
+    for tmp in out.glob("*/.amly-*.tmp"):
+        tmp.unlink(missing_ok=True)
     manifest = _Manifest(out)
     return manifest, manifest.start(query)
 
