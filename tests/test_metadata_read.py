@@ -302,7 +302,10 @@ def test_fuzzed_headers_fail_cleanly(tmp_path: Path) -> None:
 
 def test_open_failure_is_a_metadata_error(tmp_path: Path) -> None:
     e = error_of(tmp_path / "missing.jpg")
-    assert e.message.startswith("cannot open the file:")
+    assert e.message == "cannot open the file: No such file or directory"
+    (tmp_path / "dir.jpg").mkdir()
+    e = error_of(tmp_path / "dir.jpg")
+    assert e.message == "cannot read the file: Is a directory"
 
 
 def test_agrees_with_mapillary_tools_reader(tmp_path: Path) -> None:

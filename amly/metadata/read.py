@@ -66,9 +66,7 @@ def read_image(path: str | os.PathLike[str], *, tz: tzinfo | None = None) -> Ima
             )
         buf = _pread(fd, HEAD_BYTES, 0)
         try:
-            layout = _walk_header(fd, buf, size)
-            buf = layout[1]
-            lay = layout[0]
+            lay, buf = _walk_header(fd, buf, size)
         except JpegError as exc:
             raise MetadataError(name, exc.message, hint=exc.hint) from None
         _check_eoi(name, fd, size, lay.sos)
@@ -87,6 +85,10 @@ def read_image(path: str | os.PathLike[str], *, tz: tzinfo | None = None) -> Ima
         width = height = None
         if lay.sof is not None and lay.sof.data + 5 <= len(buf):
             width, height = sof_size(buf, lay.sof)
+    except OSError as exc:  # a directory, an I/O error on a failing card...
+        raise MetadataError(
+            name, f"cannot read the file: {exc.strerror}", hint="check the file and the disk"
+        ) from None
     finally:
         os.close(fd)
     meta = ImageMeta(name, filesize=size, width=width, height=height)
@@ -118,7 +120,10 @@ def _walk_header(fd: int, buf: bytes, size: int) -> tuple[Layout, bytes]:
                     _HINT_DAMAGED,
                 ) from None
             want = min(max(more.upto, 2 * len(buf)), MAX_HEADER_BYTES, size)
-            buf += _pread(fd, want - len(buf), len(buf))
+            chunk = _pread(fd, want - len(buf), len(buf))
+            buf += chunk
+            if len(buf) < want:  # the file shrank while we read it: it is all there is
+                size = len(buf)
 
 
 def _check_eoi(name: str, fd: int, size: int, sos: int) -> None:
