@@ -301,3 +301,17 @@ def test_fuzzed_exif_fails_cleanly(tmp_path: Path) -> None:
             continue
         assert m.description == "d"
     assert ok and failed
+
+
+def test_official_reader_reads_what_we_wrote(tmp_path: Path) -> None:
+    mt = pytest.importorskip("mapillary_tools.geotag.image_extractors.exif")
+    p = tmp_path / "a.jpg"
+    p.write_bytes(rich_jpeg(with_exif=False))
+    t = datetime(2022, 2, 3, 4, 5, 6, 789000, tzinfo=BERLIN_SUMMER)
+    update_exif(p, capture_time=t, lat=-12.345678, lon=-98.7654321, alt=1234.5, heading=271.25,
+                make="Mk", model="Md")  # fmt: skip
+    theirs = mt.ImageEXIFExtractor(p).extract()
+    assert theirs.time == pytest.approx(t.timestamp(), abs=1e-6)
+    assert (theirs.lat, theirs.lon) == pytest.approx((-12.345678, -98.7654321), abs=1e-9)
+    assert (theirs.alt, theirs.angle) == (1234.5, 271.25)
+    assert (theirs.MAPDeviceMake, theirs.MAPDeviceModel) == ("Mk", "Md")
