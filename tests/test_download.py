@@ -302,3 +302,28 @@ async def _inverted(srv: Any) -> None:
     async with amly.Client(srv.url, token=srv.token, journal=False) as client:
         async for _ in client.images((1, 1, 0, 0)):
             pass
+
+
+@pytest.mark.parametrize("method", ["tiles", "search"])
+def test_organization_filter(srv: Any, tmp_path: Path, method: str) -> None:
+    import sqlite3
+
+    box = (13.401, 52.501, 13.4099, 52.5099)
+    w, s, e, n = box
+    db = sqlite3.connect(srv.store_dir / "amly-server.sqlite3")
+    try:
+        rows = db.execute(
+            "SELECT id, organization_id FROM images"
+            " WHERE lon BETWEEN ? AND ? AND lat BETWEEN ? AND ?",
+            (w, e, s, n),
+        ).fetchall()
+    finally:
+        db.close()
+    orgs = sorted({o for _, o in rows if o})
+    assert orgs and any(o is None for _, o in rows)
+    expected = {i for i, o in rows if o == orgs[0]}
+    out = tmp_path / "out"
+    r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(box), "--size", "256",
+             "--out", str(out), "--method", method, "--organization-id", orgs[0], "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert set(files(out)) == expected

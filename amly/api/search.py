@@ -464,6 +464,10 @@ async def tile_candidates(
                 continue
             if not filters.matches(props, partial=True):
                 continue
+            # Tiles carry organization_id whenever an image has one: absent means "none".
+            org = filters.organization_id
+            if org and str(props.get("organization_id")) != str(org):
+                continue
             raw_id = props.get("id")
             try:
                 ident = check_image_id(raw_id)
@@ -662,7 +666,9 @@ def accept_entity(
     pos = _position(entity)
     if pos is None or not in_bbox(pos[0], pos[1], bbox):
         return None
-    if not filters.matches(entity, partial=True):
+    # Strict: an entity must show its time and creator when filtered on (entities carry no
+    # organization: that filter was applied by the enumeration).
+    if not filters.matches(entity):
         return None
     return ident, seq, pos[0], pos[1]
 
