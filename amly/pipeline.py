@@ -139,11 +139,11 @@ def _run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
     return out
 
 
-def chunk_size(n: int, workers: int, *, lo: int = 4, hi: int = 64) -> int:
+def chunk_size(n: int, workers: int, *, lo: int = 4, hi: int = 256) -> int:
     """Items per task: big enough to amortise pickling, small enough to balance the workers.
 
     >>> chunk_size(5000, 2), chunk_size(10, 2), chunk_size(100, 4)
-    (64, 4, 6)
+    (256, 4, 6)
     """
     return max(lo, min(hi, n // (workers * 4) or 1))
 
@@ -499,14 +499,17 @@ def iter_groups(
     *,
     pool: Pool | None = None,
     on_read: Callable[[int], None] | None = None,
+    folders: list[Folder] | None = None,
 ) -> Iterator[GroupResult]:
     """Process ``paths`` folder by folder, yielding each folder's result when it is done.
 
     Reading streams across folder boundaries (the pool never idles between folders);
-    ``on_read(n)`` is called as chunks of images finish reading (progress bars).
+    ``on_read(n)`` is called as chunks of images finish reading (progress bars); ``folders``
+    is a :func:`scan` of ``paths`` already made.
     """
     options = options or Options()
-    folders = scan(paths, recursive=options.recursive)
+    if folders is None:  # callers that counted the files first pass their scan
+        folders = scan(paths, recursive=options.recursive)
     own = pool is None
     p = pool or Pool(options.workers)
     try:

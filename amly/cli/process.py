@@ -148,6 +148,19 @@ def options_from_args(args: argparse.Namespace) -> Any:
     )
 
 
+def _official_json(entries: list[dict[str, Any]]) -> bytes:
+    # Byte for byte how mapillary_tools serializes it (compact, sorted keys); compact JSON
+    # also takes the C encoder, ~10x faster than an indented dump on big runs.
+    return json.dumps(entries, sort_keys=True, separators=(",", ":")).encode("utf-8")
+
+
+def write_description(path: str | os.PathLike[str], entries: list[dict[str, Any]]) -> None:
+    """Write a description file atomically, formatted as the official tool writes it."""
+    from .._atomic import atomic_write
+
+    atomic_write(path, _official_json(entries))
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import description
     from .._atomic import atomic_write
@@ -160,13 +173,14 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.exists(d):
             raise UsageError(f"no such file or folder: {d}")
     summary = Summary("process")
-    total = sum(len(f.files) for f in scan(args.dirs, recursive=options.recursive))
+    folders = scan(args.dirs, recursive=options.recursive)
+    total = sum(len(f.files) for f in folders)
     progress = Progress("processing", total, enabled=not (args.no_progress or args.quiet))
     roots = [os.path.abspath(d) for d in args.dirs]
     entries: dict[str, list[dict[str, Any]]] = {r: [] for r in roots}
     features: list[dict[str, Any]] = []
     by_type: dict[str, int] = {}
-    for group in iter_groups(args.dirs, options, on_read=progress.update):
+    for group in iter_groups(args.dirs, options, on_read=progress.update, folders=folders):
         root = group.folder.root if group.folder.root in entries else roots[0]
         entries.setdefault(root, []).extend(description_entries(group))
         if args.geojson:
@@ -185,15 +199,15 @@ def run(args: argparse.Namespace) -> int:
     written = []
     if args.desc_path == "-":
         every = [e for r in roots for e in entries.get(r, [])]
-        sys.stdout.write(json.dumps(every, sort_keys=True, separators=(",", ":")) + "\n")
+        sys.stdout.write(_official_json(every).decode() + "\n")
     elif args.desc_path:
-        description.write_file(args.desc_path, [e for r in roots for e in entries.get(r, [])])
+        write_description(args.desc_path, [e for r in roots for e in entries.get(r, [])])
         written.append(os.path.abspath(args.desc_path))
     else:
         for root, items in entries.items():
             folder = root if os.path.isdir(root) else os.path.dirname(root)
             path = os.path.join(folder, description.DESCRIPTION_FILE)
-            description.write_file(path, items)
+            write_description(path, items)
             written.append(path)
     if args.geojson:
         doc = {"type": "FeatureCollection", "features": features}
