@@ -327,3 +327,62 @@ def test_organization_filter(srv: Any, tmp_path: Path, method: str) -> None:
              "--out", str(out), "--method", method, "--organization-id", orgs[0], "--json")  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert set(files(out)) == expected
+
+
+def test_expiring_url_is_resolved_once_more_and_succeeds(srv: Any, tmp_path: Path) -> None:
+    """The CDN refuses each image's first URL (as if it expired in a queue): each image is
+    resolved again right away and then downloads."""
+    from amly.api.download import download_images
+    from amly.server.thumbs import SIGNER_KEY
+
+    signer = srv.app[SIGNER_KEY]
+    box = (13.4141, 52.5141, 13.4158, 52.5158)
+    expected = truth(srv, box)
+    refused: set[str] = set()
+    real_verify = signer.verify
+
+    def verify_once_refused(image_id: str, *a: Any, **k: Any) -> bool:
+        if image_id in expected and image_id not in refused:
+            refused.add(image_id)
+            return False
+        return bool(real_verify(image_id, *a, **k))
+
+    async def run() -> Any:
+        async with Transport(srv.endpoints, Secret(srv.token)) as t:
+            return await download_images(t, box, tmp_path / "out", size="256")
+
+    signer.verify = verify_once_refused
+    try:
+        res = asyncio.run(run())
+    finally:
+        del signer.verify
+    assert res.downloaded == len(expected) and not res.failures
+    assert refused == set(expected)
+    assert res.resolves == len(expected)
+    assert files(tmp_path / "out") == expected
+
+
+def test_timeouts_are_survived(srv: Any, tmp_path: Path) -> None:
+    """The server stalls past the client's timeout for a while, then recovers."""
+    from amly.api._retry import RetryPolicy
+    from amly.api.download import download_images
+
+    box = (13.4171, 52.5171, 13.4185, 52.5185)
+    expected = truth(srv, box)
+    assert expected
+
+    async def run() -> Any:
+        policy = RetryPolicy(base_delay=0.2, max_delay=1.0, max_attempts=12)
+        async with Transport(srv.endpoints, Secret(srv.token), timeout=0.5, policy=policy) as t:
+            loop = asyncio.get_running_loop()
+            srv.faults.latency_ms = 2000
+            loop.call_later(1.5, setattr, srv.faults, "latency_ms", 0)
+            res = await download_images(t, box, tmp_path / "out", size="256")
+            return res, t.stats["retries"]
+
+    try:
+        res, retries = asyncio.run(run())
+    finally:
+        srv.faults.latency_ms = 0
+    assert retries > 0 and res.downloaded == len(expected) and not res.failures
+    assert files(tmp_path / "out") == expected

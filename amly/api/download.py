@@ -165,6 +165,7 @@ class DownloadResult:
     reused: int = 0
     failed: int = 0
     bytes: int = 0
+    #: Thumbnail URLs resolved again after the CDN refused them (expired).
     resolves: int = 0
     query_changed: bool = False
     failures: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -284,7 +285,6 @@ async def download_images(
         index_file.write(line.encode() + b"\n")
 
     async def resolve(ident: str) -> dict[str, Any]:
-        result.resolves += 1
         return await fetch_entity(transport, ident, want)
 
     async def fetch_thumb(ident: str, ent: dict[str, Any]) -> bytes:
@@ -301,6 +301,7 @@ async def download_images(
                 # Signed URLs expire: ask the entity for a fresh one (no token is sent to a CDN).
                 if n == MAX_RESOLVES:
                     raise
+                result.resolves += 1
                 ent = await resolve(ident)
         raise AssertionError("unreachable")
 

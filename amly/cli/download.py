@@ -200,6 +200,7 @@ def run_images(args: argparse.Namespace) -> int:
         out=args.out,
         index=res.index,
         bytes=res.bytes,
+        urls_resolved_again=res.resolves,
         query_changed=res.query_changed,
         enumeration={
             "method": args.method,
