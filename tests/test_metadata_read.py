@@ -325,3 +325,19 @@ def test_agrees_with_mapillary_tools_reader(tmp_path: Path) -> None:
         assert (ours.width, ours.height, ours.orientation) == (
             theirs.width, theirs.height, theirs.MAPOrientation,
         )  # fmt: skip
+
+
+def test_motion_photo_with_large_trailer_is_not_truncated(tmp_path: Path) -> None:
+    """Phones append a whole MP4 after the JPEG's end marker: that is not a cut-off file."""
+    from amly.synth import DrivePlan, drive, write_photos
+
+    (path,) = write_photos(tmp_path, drive(DrivePlan(n=1)), size=(64, 48))
+    mp4 = b"\x00\x00\x00\x18ftypmp42" + bytes(200_000)
+    path.write_bytes(path.read_bytes() + mp4)
+    assert read_image(path).lat is not None
+    # ...while the same file cut inside the scan data still is.
+    data = path.read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) - len(mp4) - 20])
+    with pytest.raises(MetadataError, match="truncated"):
+        read_image(cut)

@@ -134,6 +134,16 @@ def _check_eoi(name: str, fd: int, size: int, sos: int) -> None:
     start = max(sos + 2, size - EOI_SEARCH_BYTES)
     if start < size and EOI in _pread(fd, size - start, start):
         return
+    # Rare slow path: a large trailer (a phone "motion photo" appends a whole MP4 after the
+    # JPEG) hides the marker from the cheap check, so scan the rest before calling it cut off.
+    pos, tail = sos + 2, b""
+    while pos < start:
+        chunk = _pread(fd, min(1 << 20, start - pos), pos)
+        if not chunk:
+            break
+        if EOI in tail + chunk:
+            return
+        tail, pos = chunk[-1:], pos + len(chunk)
     raise MetadataError(
         name,
         f"truncated JPEG: no end-of-image marker (the file ends after {size} bytes)",
