@@ -28,6 +28,9 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any, TypeVar
 
 from .errors import FileError, GeotagError, OutsideTrackError
+
+# Imported here, not in the worker: forked workers inherit it instead of each importing it.
+from .metadata import read_image
 from .types import ImageMeta, Point, Sequence
 
 T = TypeVar("T")
@@ -231,8 +234,6 @@ class Pool:
 
 
 def _read_one(path: str, tz: tzinfo | None = None) -> ImageMeta:
-    from .metadata import read_image
-
     return read_image(path, tz=tz)
 
 

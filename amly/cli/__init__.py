@@ -43,7 +43,9 @@ VERBS = [
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_AUTH, EXIT_API, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``amly`` parser; ``only`` registers just that verb module (a fast start: the other
+    verbs' imports, aiohttp among them, are skipped)."""
     parser = argparse.ArgumentParser(
         prog="amly",
         description="Fast, safe preprocessing, upload and download of Mapillary imagery.",
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"amly {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for name in VERBS:
+    for name in [only] if only else VERBS:
         try:
             module = importlib.import_module(f".{name}", __name__)
         except ModuleNotFoundError as e:  # pragma: no cover - only while a verb is being built
@@ -66,8 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _verb_module(argv: Sequence[str] | None) -> str | None:
+    """The module of the verb ``argv`` starts with, if one module is named after it."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    name = args[0].replace("-", "_") if args else ""
+    return name if name in VERBS else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_verb_module(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
