@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import contextlib
 import dataclasses
 import multiprocessing
 import os
@@ -597,8 +598,15 @@ async def produce(
                 on_group(group)
             for s in group.sequences:
                 await queue.put(s)
-    finally:
+    except asyncio.CancelledError:
+        # The consumer gave up: leave the marker if there is room, never wait for one.
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(None)
+        raise
+    except BaseException:
         await queue.put(None)
+        raise
+    await queue.put(None)
     return report
 
 

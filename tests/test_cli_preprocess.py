@@ -210,3 +210,35 @@ def test_tag_writes_description(tmp_path: Path) -> None:
     descs = [json.loads(t["ImageDescription"]) for t in exiftool(*photos)]
     assert {d["MAPSequenceUUID"] for d in descs} == {"my_seq-1"}
     assert not any("MAPOrganizationKey" in d for d in descs)  # a re-tag replaces it
+
+
+def nmea_text(points: list) -> str:
+    """RMC sentences (with checksums) for ``points``, as a GPS logger writes them."""
+    lines = []
+    for p in points:
+        t = p.time.astimezone(timezone.utc)
+
+        def dm(v: float, width: int) -> str:
+            d = int(abs(v))
+            return f"{d:0{width}d}{(abs(v) - d) * 60:09.6f}"
+
+        body = (
+            f"GPRMC,{t:%H%M%S}.{t.microsecond // 10000:02d},A,{dm(p.lat, 2)},"
+            f"{'N' if p.lat >= 0 else 'S'},{dm(p.lon, 3)},{'E' if p.lon >= 0 else 'W'},"
+            f"023.3,090.0,{t:%d%m%y},,,A"
+        )
+        cs = 0
+        for ch in body:
+            cs ^= ord(ch)
+        lines.append(f"${body}*{cs:02X}")
+    return "\r\n".join(lines) + "\r\n"
+
+
+def test_geotag_from_nmea(tmp_path: Path) -> None:
+    pts = drive(15, stop_at=None, park_at=None)
+    photos = write_drive(tmp_path / "p", pts, geotag=False)
+    (tmp_path / "log.nmea").write_text(nmea_text(pts))
+    code, summary = amly_json("geotag", tmp_path / "p", "--nmea", tmp_path / "log.nmea")
+    assert code == 0 and summary["counts"]["geotagged"] == len(photos)
+    for t, pt in zip(exiftool(*photos), pts, strict=True):
+        assert abs(t["GPSLatitude"] - pt.lat) < 1e-6 and abs(t["GPSLongitude"] - pt.lon) < 1e-6
