@@ -37,7 +37,9 @@ from .search import (
     Candidate,
     Filters,
     SearchReport,
+    _next_page,
     _ordered_map,
+    _page_data,
     accept_entity,
     candidates,
     check_bbox,
@@ -438,7 +440,14 @@ async def sequence_entities(
         {"sequence_id": sequence_id, "fields": ",".join(want), "limit": str(SEARCH_LIMIT)},
         surface="search",
     )
-    data = answer.get("data", []) if isinstance(answer, dict) else []
+    data = _page_data(answer)
+    nxt = _next_page(answer)
+    if nxt is not None:  # a paginating server: follow ``paging.next`` verbatim
+        while nxt is not None:
+            page = await transport.request("GET", nxt, surface="search")
+            data += _page_data(page)
+            nxt = _next_page(page)
+        return [d for d in data if isinstance(d, dict)]
     if len(data) < SEARCH_LIMIT:
         return [d for d in data if isinstance(d, dict)]
     ids_answer = await transport.graph_get(
@@ -494,6 +503,7 @@ async def download_gpx(
     filters = Filters(username=username)
     seen: set[str] = set()  # sequences, not images: small
     started = 0
+    reserved = 0
 
     async def sequences() -> AsyncIterator[str]:
         nonlocal started
@@ -521,16 +531,18 @@ async def download_gpx(
             if username not in names:
                 result.skipped_user += 1
                 return
-        if max_results is not None and result.written >= max_results:
-            return
         points = _points(ents)
         if not points:
             result.empty += 1
             return
-        result.written += 1
+        nonlocal reserved
+        if max_results is not None and reserved >= max_results:
+            return
+        reserved += 1  # counted before the write, so the run stops only once it is on disk
         text = track_to_gpx(points, name=seq)
         data = text.encode() if isinstance(text, str) else text
         await asyncio.to_thread(atomic_write, out_dir / f"{seq}.gpx", data)
+        result.written += 1
 
     gen = _ordered_map(sequences(), one, concurrency)
     try:
