@@ -88,11 +88,10 @@ def add_track_options(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 def load_track(args: argparse.Namespace) -> list[list[Any]] | None:
     """The track segments named by ``--gpx``/``--nmea`` (None if neither)."""
-    from .. import gpx
-
     path = getattr(args, "gpx", None) or getattr(args, "nmea", None)
     if not path:
         return None
+    from .. import gpx  # only now: XML parsing imports are not free
     try:
         segments = gpx.read_nmea(path) if getattr(args, "nmea", None) else gpx.read_track(path)
     except FileNotFoundError:
