@@ -234,20 +234,28 @@ class Pool:
 # --- reading ----------------------------------------------------------------------------------
 
 
-def _read_one(path: str, tz: tzinfo | None = None) -> ImageMeta:
-    return read_image(path, tz=tz)
+def _read_one(
+    path: str, tz: tzinfo | None = None, work: Callable[[ImageMeta], ImageMeta] | None = None
+) -> ImageMeta:
+    image = read_image(path, tz=tz)
+    return work(image) if work is not None else image
 
 
 def read_images(
-    paths: Iterable[str], *, tz: tzinfo | None = None, pool: Pool | None = None
+    paths: Iterable[str],
+    *,
+    tz: tzinfo | None = None,
+    pool: Pool | None = None,
+    work: Callable[[ImageMeta], ImageMeta] | None = None,
 ) -> Iterator[ImageMeta | FileError]:
-    """:func:`amly.metadata.read_image` over ``paths`` in a process pool, in order."""
+    """:func:`amly.metadata.read_image` (then ``work``, if given) over ``paths`` in a
+    process pool, in order."""
     import functools
 
     own = pool is None
     p = pool or Pool()
     try:
-        yield from p.map(functools.partial(_read_one, tz=tz), paths)
+        yield from p.map(functools.partial(_read_one, tz=tz, work=work), paths)
     finally:
         if own:
             p.close()
@@ -323,6 +331,9 @@ class Options:
     make: str | None = None
     model: str | None = None
     organization_id: str | None = None
+    work: Callable[[ImageMeta], ImageMeta] | None = None
+    """Extra per-image step run in the worker right after reading (must be picklable: a
+    module-level function or a ``functools.partial`` of one); raising FileError rejects it."""
 
 
 @dataclasses.dataclass
@@ -492,7 +503,7 @@ def process_folder(
 def _reader(options: Options) -> Callable[[str], ImageMeta]:
     import functools
 
-    return functools.partial(_read_one, tz=options.tz)
+    return functools.partial(_read_one, tz=options.tz, work=options.work)
 
 
 def iter_groups(

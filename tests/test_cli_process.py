@@ -204,3 +204,23 @@ def test_pool_keeps_order_and_turns_errors_into_values() -> None:
         out = list(pool.map(_square, range(200), chunk=3))
     assert [o for i, o in enumerate(out) if i != 7] == [i * i for i in range(200) if i != 7]
     assert isinstance(out[7], pipeline.FileError) and "seven" in out[7].message
+
+
+def _relabel(image):  # type: ignore[no-untyped-def]
+    """A per-image step for the pool: runs in the worker after reading."""
+    import dataclasses
+
+    from amly.errors import MetadataError
+
+    if image.path.endswith("00003.jpg"):
+        raise MetadataError(image.path, "rejected by the custom step")
+    return dataclasses.replace(image, make="Relabelled")
+
+
+def test_per_image_work_runs_in_the_pool(tmp_path: Path) -> None:
+    write_drive(tmp_path, drive(20, park_at=None, stop_at=None))
+    opts = pipeline.Options(work=_relabel, workers=2)
+    groups = list(pipeline.iter_groups([tmp_path], opts))
+    images = [m for g in groups for s in g.sequences for m in s.images]
+    assert len(images) == 19 and {m.make for m in images} == {"Relabelled"}
+    assert [e.message for g in groups for e in g.errors] == ["rejected by the custom step"]
