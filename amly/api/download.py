@@ -348,19 +348,24 @@ async def download_images(
         rel = f"{seq}/{ident}.jpg"
         try:
             data = await fetch_thumb(ident, ent)
-            data = set_exif_bytes(
-                data,
-                capture_time=_capture_time(ent.get("captured_at")),
-                lat=lat,
-                lon=lon,
-                alt=_num(ent.get("altitude")),
-                heading=_heading(ent),
-                make=ent.get("make") if isinstance(ent.get("make"), str) else None,
-                model=ent.get("model") if isinstance(ent.get("model"), str) else None,
-            )
-            entry = {"size": size, "path": rel, "entity": _slim(ent)}
-            await asyncio.to_thread(_write_image, out_dir / rel, data)
-            await asyncio.to_thread(manifest.record, ident, entry)
+            exif: dict[str, Any] = {
+                "capture_time": _capture_time(ent.get("captured_at")),
+                "lat": lat,
+                "lon": lon,
+                "alt": _num(ent.get("altitude")),
+                "heading": _heading(ent),
+                "make": ent.get("make") if isinstance(ent.get("make"), str) else None,
+                "model": ent.get("model") if isinstance(ent.get("model"), str) else None,
+            }
+
+            def finish(data: bytes = data) -> int:
+                # EXIF, file and manifest in one thread hop: the event loop keeps transferring.
+                data = set_exif_bytes(data, **exif)
+                _write_image(out_dir / rel, data)
+                manifest.record(ident, {"size": size, "path": rel, "entity": _slim(ent)})
+                return len(data)
+
+            written = await asyncio.to_thread(finish)
         except (AuthError, MetadataError, ValueError) as e:
             result.fail(ident, str(e), getattr(e, "kind", type(e).__name__))
             note(ident, "failed")
@@ -371,7 +376,7 @@ async def download_images(
             note(ident, "failed")
         else:
             result.downloaded += 1
-            result.bytes += len(data)
+            result.bytes += written
             index(ent, rel, lon, lat)
             note(ident, "downloaded")
         finally:
