@@ -23,6 +23,21 @@ from ..config import Endpoints, Secret
 from ..errors import UsageError
 from ._common import Progress, Summary, add_output_options, run_async
 
+IMAGES_DOC = """Download every image in a box: OUT/<sequence id>/<image id>.jpg with EXIF
+(GPS position and altitude, capture time, direction, make/model) and OUT/index.geojson.
+
+Enumeration: --method tiles (default) reads the z14 vector tiles, which have no result cap;
+--method search asks /images over cells under 0.01 degrees that split in four whenever an
+answer is full (then by capture time); a cell that still cannot be split is reported.
+
+Resume: OUT/.amly/manifest.sqlite3 records the query and each finished image. A rerun (after
+Ctrl-C, a crash or kill -9) downloads only what is missing. A rerun with another box or
+filters in the same OUT reuses the images both queries share, downloads the others, keeps
+older files on disk, and writes an index.geojson of the new query only. Another --size
+downloads again. Thumbnail URLs expire: they are resolved right before each download and
+never stored.
+"""
+
 
 def parse_bbox(text: str) -> tuple[float, float, float, float]:
     """``W,S,E,N`` -> floats, checked (a :class:`UsageError` before any work).
@@ -92,7 +107,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--endpoint", metavar="URL", help="an amly server base URL")
     p.add_argument("--token", metavar="TOKEN", help="access token (default: environment)")
     p.add_argument("--profile", metavar="NAME", help="the 'amly auth' profile to use")
-    p.add_argument("--concurrency", type=int, default=32, metavar="N", help="default 32")
+    p.add_argument(
+        "--concurrency", type=int, default=64, metavar="N", help="transfers in flight (64)"
+    )
     p.add_argument(
         "--method",
         choices=("tiles", "search"),
@@ -119,7 +136,12 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="what", metavar="WHAT")
     sub.required = True
 
-    pi = sub.add_parser("images", help="download images (with EXIF) and an index.geojson")
+    pi = sub.add_parser(
+        "images",
+        help="download images (with EXIF) and an index.geojson",
+        description=IMAGES_DOC,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(pi)
     pi.add_argument(
         "--size",
@@ -130,7 +152,9 @@ def register(subparsers: Any) -> None:
     pi.add_argument("--start", metavar="TIME", help="captured at or after (ISO 8601)")
     pi.add_argument("--end", metavar="TIME", help="captured at or before (ISO 8601)")
     pano = pi.add_mutually_exclusive_group()
-    pano.add_argument("--pano", dest="pano", action="store_true", default=None)
+    pano.add_argument(
+        "--pano", dest="pano", action="store_true", default=None, help="only panoramas"
+    )
     pano.add_argument("--no-pano", dest="pano", action="store_false", help="exclude panoramas")
     pi.add_argument("--organization-id", metavar="ID", help="only this organization's images")
     pi.set_defaults(func=run_images)
