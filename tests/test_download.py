@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from download_support import (
     BOX,
+    DENSE,
     ROOT,
     SUB,
     amly,
@@ -386,3 +387,16 @@ def test_timeouts_are_survived(srv: Any, tmp_path: Path) -> None:
         srv.faults.latency_ms = 0
     assert retries > 0 and res.downloaded == len(expected) and not res.failures
     assert files(tmp_path / "out") == expected
+
+
+def test_search_splits_by_time_when_a_minimal_cell_is_full(srv: Any, tmp_path: Path) -> None:
+    w, s, e, n = DENSE
+    box = (w, s, w + (e - w) / 2, s + (n - s) / 2)  # a quarter of the dense cell
+    expected = truth(srv, box)
+    out = tmp_path / "out"
+    r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(box), "--size", "256",
+             "--out", str(out), "--method", "search", "--search-limit", "40", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    enum = summary(r)["enumeration"]
+    assert enum["time_splits"] > 0 and enum["truncated_cells"] == 0
+    assert files(out) == expected
