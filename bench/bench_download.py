@@ -107,11 +107,11 @@ def baseline(url: str, token: str, bbox: list[float], out: str, limit: int, size
 
 
 def amly_run(
-    srv: Any, bbox: tuple[float, ...], out: str, args: argparse.Namespace
+    srv: Any, bbox: tuple[float, ...], out: str, args: argparse.Namespace, method: str = "tiles"
 ) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "amly", "download", "images", "--bbox", ",".join(map(str, bbox)),
            "--size", args.size, "--out", out, "--endpoint", srv.url, "--token", srv.token,
-           "--concurrency", str(args.concurrency), "--json"]  # fmt: skip
+           "--concurrency", str(args.concurrency), "--method", method, "--json"]  # fmt: skip
     secs, rss, stdout = run_measured(cmd)
     res = json.loads(stdout)
     n = res["counts"]["downloaded"]
@@ -146,6 +146,7 @@ def main() -> None:
             srv.faults.latency_ms = args.latency_ms
             big = amly_run(srv, BOX, f"{d}/big", args)
             small = amly_run(srv, QUARTER, f"{d}/small", args)
+            search = amly_run(srv, BOX, f"{d}/search", args, "search")
             bcmd = [sys.executable, __file__, "--baseline", srv.url, srv.token,
                     ",".join(map(str, BOX)), f"{d}/base", str(args.baseline_images), args.size]  # fmt: skip
             bsecs, brss, bout = run_measured(bcmd)
@@ -154,6 +155,7 @@ def main() -> None:
     rows = [
         ("amly, whole box", big),
         ("amly, quarter box", small),
+        ("amly --method search, whole box", search),
     ]
     print(f"\nlatency {args.latency_ms:g} ms, size {args.size}, amly --concurrency "
           f"{args.concurrency}\n")  # fmt: skip
