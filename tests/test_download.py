@@ -283,6 +283,10 @@ def test_client_api(srv: Any, tmp_path: Path) -> None:
                 img["id"]: img
                 async for img in client.images(box, fields=["thumb_256_url", "altitude"])
             }
+            few = [img async for img in client.images(box, max_results=5)]
+            await asyncio.sleep(0.05)
+            leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            assert len(few) == 5 and not leftover, leftover  # stopping early leaks no task
             res = await client.download_images(box, tmp_path / "api", size="256", max_results=5)
             seq = next(iter(expected.values()))
             track = await client.sequence_track(seq)

@@ -707,6 +707,11 @@ async def _ordered_map(
             raise
         except BaseException as e:  # noqa: BLE001
             await out.put(("error", e))
+        finally:
+            # Close the source now (its own workers stop), not whenever it is collected.
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     feeder = asyncio.ensure_future(feed())
     try:
