@@ -92,6 +92,7 @@ def load_track(args: argparse.Namespace) -> list[list[Any]] | None:
     if not path:
         return None
     from .. import gpx  # only now: XML parsing imports are not free
+
     try:
         segments = gpx.read_nmea(path) if getattr(args, "nmea", None) else gpx.read_track(path)
     except FileNotFoundError:
