@@ -576,11 +576,12 @@ async def aiter_groups(
                 on_read(len(part))
             while folder is not None and len(queue) >= len(folder.files):
                 got = [queue.popleft() for _ in folder.files]
-                yield process_folder(folder, got, options)
+                # In a thread: a big folder's sequence logic must not stall the uploads.
+                yield await loop.run_in_executor(None, process_folder, folder, got, options)
                 folder = next(it, None)
         while folder is not None:  # folders whose files were all read already (or none)
             got = [queue.popleft() for _ in folder.files]
-            yield process_folder(folder, got, options)
+            yield await loop.run_in_executor(None, process_folder, folder, got, options)
             folder = next(it, None)
     finally:
         if own:
