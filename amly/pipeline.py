@@ -157,6 +157,8 @@ class Pool:
 
     At most ``workers * 2`` chunks are in flight, so memory does not grow with the number of
     items. With ``workers <= 1`` (or few items) it runs in this process: no start-up cost.
+    A worker that dies (killed, out of memory) costs a retry, never the run: see
+    :meth:`_recover`.
     Use as a context manager; reuse it across folders to pay the start-up once.
     """
 
@@ -200,14 +202,52 @@ class Pool:
         if self._inline(len(items)):
             yield from _run_chunk(fn, items)
             return
-        pending: deque[cf.Future[list[Any]]] = deque()
+        pending: deque[tuple[cf.Future[list[Any]], list[T]]] = deque()
         limit = self.workers * 2
         for part in self._chunks(items, chunk):
-            pending.append(self.executor.submit(_run_chunk, fn, part))
+            pending.append((self._submit(fn, part), part))
             while len(pending) >= limit:
-                yield from pending.popleft().result()
+                yield from self._result(fn, *pending.popleft())
         while pending:
-            yield from pending.popleft().result()
+            yield from self._result(fn, *pending.popleft())
+
+    def _submit(self, fn: Callable[[T], R], part: list[T]) -> cf.Future[list[Any]]:
+        try:
+            return self.executor.submit(_run_chunk, fn, part)
+        except cf.process.BrokenProcessPool:
+            self._discard()
+            return self.executor.submit(_run_chunk, fn, part)
+
+    def _result(
+        self, fn: Callable[[T], R], future: cf.Future[list[Any]], part: list[T]
+    ) -> list[Any]:
+        try:
+            return future.result()
+        except cf.process.BrokenProcessPool:
+            return self._recover(fn, part)
+
+    def _discard(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    def _recover(self, fn: Callable[[T], R], part: list[T]) -> list[Any]:
+        """A worker died (killed, out of memory...): retry the chunk in a fresh pool; if that
+        dies too, read its files one per throwaway process so only the culprit fails."""
+        self._discard()
+        try:
+            return self.executor.submit(_run_chunk, fn, part).result()
+        except cf.process.BrokenProcessPool:
+            self._discard()
+        out: list[Any] = []
+        for item in part:
+            with cf.ProcessPoolExecutor(1, mp_context=_mp_context()) as one:
+                try:
+                    out.extend(one.submit(_run_chunk, fn, [item]).result())
+                except cf.process.BrokenProcessPool:
+                    e = RuntimeError("the worker process died on this file")
+                    out.append(_as_file_error(item, e))
+        return out
 
     async def amap(
         self, fn: Callable[[T], R], items: Iterable[T], *, chunk: int | None = None
@@ -221,14 +261,26 @@ class Pool:
                 yield await loop.run_in_executor(None, _run_chunk, fn, part)
             return
         loop = asyncio.get_running_loop()
-        pending: deque[asyncio.Future[list[Any]]] = deque()
+        pending: deque[tuple[asyncio.Future[list[Any]], list[T]]] = deque()
         limit = self.workers * 2
+
+        async def result(future: asyncio.Future[list[Any]], part: list[T]) -> list[Any]:
+            try:
+                return await future
+            except cf.process.BrokenProcessPool:
+                return await loop.run_in_executor(None, self._recover, fn, part)
+
         for part in self._chunks(items, chunk):
-            pending.append(loop.run_in_executor(self.executor, _run_chunk, fn, part))
+            try:
+                fut = loop.run_in_executor(self.executor, _run_chunk, fn, part)
+            except cf.process.BrokenProcessPool:
+                self._discard()
+                fut = loop.run_in_executor(self.executor, _run_chunk, fn, part)
+            pending.append((fut, part))
             while len(pending) >= limit:
-                yield await pending.popleft()
+                yield await result(*pending.popleft())
         while pending:
-            yield await pending.popleft()
+            yield await result(*pending.popleft())
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -224,3 +224,26 @@ def test_per_image_work_runs_in_the_pool(tmp_path: Path) -> None:
     images = [m for g in groups for s in g.sequences for m in s.images]
     assert len(images) == 19 and {m.make for m in images} == {"Relabelled"}
     assert [e.message for g in groups for e in g.errors] == ["rejected by the custom step"]
+
+
+_PARENT = os.getpid()
+
+
+def _die_on_13(x: int) -> int:
+    if x == 13 and os.getpid() != _PARENT:
+        os._exit(3)  # a worker killed mid-chunk (OOM killer, kill -9...)
+    return x + 1
+
+
+def test_pool_survives_a_dying_worker() -> None:
+    with pipeline.Pool(2) as pool:
+        out = list(pool.map(_die_on_13, range(100), chunk=10))
+    assert [o for i, o in enumerate(out) if i != 13] == [i + 1 for i in range(100) if i != 13]
+    assert isinstance(out[13], pipeline.FileError) and "died" in out[13].message
+
+    async def run() -> list:
+        with pipeline.Pool(2) as p:
+            return [x async for part in p.amap(_die_on_13, range(60), chunk=10) for x in part]
+
+    out = asyncio.run(run())
+    assert out[12] == 13 and out[14] == 15 and isinstance(out[13], pipeline.FileError)
