@@ -311,7 +311,10 @@ async def download_images(
         nonlocal accepted, completed
         if stop.is_set():
             return
-        prev = manifest.finished(c.id)
+        # Only an image whose file exists can be reused: a stat spares the (locked) manifest
+        # lookup for everything new, which is everything on a first run.
+        maybe = c.sequence_id is None or (out_dir / c.sequence_id / f"{c.id}.jpg").exists()
+        prev = manifest.finished(c.id) if maybe else None
         if prev is not None and prev.get("size") == size:
             rel = str(prev.get("path", ""))
             ent = prev.get("entity") or {}

@@ -40,6 +40,9 @@ VERBS = [
     "demo",
 ]
 
+#: Verbs registered by a module named otherwise.
+VERB_ALIASES = {"process_and_upload": "upload"}
+
 EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_AUTH, EXIT_API, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 
 
@@ -58,13 +61,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for name in [only] if only else VERBS:
-        try:
-            module = importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as e:  # pragma: no cover - only while a verb is being built
-            if e.name != f"{__name__}.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f".{name}", __name__).register(sub)
     return parser
 
 
@@ -72,6 +69,7 @@ def _verb_module(argv: Sequence[str] | None) -> str | None:
     """The module of the verb ``argv`` starts with, if one module is named after it."""
     args = list(sys.argv[1:] if argv is None else argv)
     name = args[0].replace("-", "_") if args else ""
+    name = VERB_ALIASES.get(name, name)
     return name if name in VERBS else None
 
 
