@@ -315,3 +315,17 @@ def test_official_reader_reads_what_we_wrote(tmp_path: Path) -> None:
     assert (theirs.lat, theirs.lon) == pytest.approx((-12.345678, -98.7654321), abs=1e-9)
     assert (theirs.alt, theirs.angle) == (1234.5, 271.25)
     assert (theirs.MAPDeviceMake, theirs.MAPDeviceModel) == ("Mk", "Md")
+
+
+def test_update_exif_refuses_a_truncated_photo(tmp_path: Path) -> None:
+    from datetime import datetime, timezone
+
+    from amly import synth
+
+    (path,) = synth.write_photos(tmp_path, synth.drive(synth.DrivePlan(n=1)), size=(64, 48))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 40])
+    before = path.read_bytes()
+    with pytest.raises(MetadataError, match="truncated"):
+        update_exif(path, capture_time=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    assert path.read_bytes() == before

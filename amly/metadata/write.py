@@ -33,7 +33,7 @@ from typing import Any, cast
 from .._atomic import atomic_write
 from ..errors import MetadataError
 from . import _tiff as T
-from ._jpeg import APP1, EXIF_PREFIX, JpegError, exif_insert_position, segment, walk
+from ._jpeg import APP1, EOI, EXIF_PREFIX, JpegError, exif_insert_position, segment, walk
 
 #: APP1 payload limit: the segment length field is 16 bits and counts itself.
 MAX_APP1_PAYLOAD = 0xFFFD
@@ -67,8 +67,25 @@ def update_exif(
         return
     with open(name, "rb") as f:
         jpeg = f.read()
+    _require_complete(jpeg, name)
     # memoryview slices are written as they are: no copy of the scan data.
     atomic_write(name, cast("list[bytes]", _edit(jpeg, name, fields)))
+
+
+def _require_complete(jpeg: bytes, name: str) -> None:
+    """Refuse to rewrite a photo that was cut off: a fresh write would make the damaged copy
+    look like a good file, and the user must copy it again from the camera instead."""
+    try:
+        lay = walk(jpeg, True)
+    except JpegError:
+        return  # _edit reports the damaged header precisely
+    if jpeg.rfind(EOI) < lay.sos:
+        raise MetadataError(
+            name,
+            f"truncated JPEG: no end-of-image marker (the file ends after {len(jpeg)} bytes)",
+            hint="the file was cut off (interrupted copy or full card): copy it again from "
+            "the camera; it was left unchanged",
+        )
 
 
 def set_exif_bytes(
