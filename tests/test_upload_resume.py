@@ -114,6 +114,10 @@ def test_lost_journal_still_no_second_cluster(tmp_path: Path) -> None:
     root = tmp_path / "t" / "a"
     with running_server(tmp_path / "srv") as srv:
         first = _upload(srv, root, tmp_path / "j1.sqlite3")
+        received = srv.stats.bytes_received
         again = _upload(srv, root, tmp_path / "j2.sqlite3")  # a fresh journal
         assert again.cluster_ids == first.cluster_ids and len(clusters(srv)) == 1
-        assert again.bytes_sent == 0  # the server had every byte (offset == size)
+        # the server took no byte twice: each first POST got a 412 (it had them all), the
+        # retry asked for the offset (== size) and got the same handle back
+        assert srv.stats.bytes_received == received
+        assert srv.stats.offset_errors == 6
