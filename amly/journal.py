@@ -11,8 +11,9 @@ so whatever a killed process recorded is there on the next run.
 >>> with Journal(os.path.join(tempfile.mkdtemp(), "j.sqlite3")) as j:
 ...     t = j.table("images")
 ...     t.put("mly_tools_abc.jpg", "h1")
-...     (t.get("mly_tools_abc.jpg"), t.get("nope"), len(t))
-('h1', None, 1)
+...     t.put_many([("k2", {"cluster_id": "7"}), ("k3", "h3")])
+...     (t.get("mly_tools_abc.jpg"), t.get("k2"), t.get("nope"), len(t))
+('h1', {'cluster_id': '7'}, None, 3)
 """
 
 from __future__ import annotations
@@ -94,6 +95,26 @@ class Journal:
                 (purpose, key, text, time.time()),
             )
 
+    def _put_many(self, purpose: str, items: list[tuple[str, Any]]) -> None:
+        now = time.time()
+        rows = [
+            (purpose, k, json.dumps(v, sort_keys=True, separators=(",", ":")), now)
+            for k, v in items
+        ]
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(
+                    "INSERT INTO journal (purpose, key, value, updated) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (purpose, key) DO UPDATE SET value = excluded.value, "
+                    "updated = excluded.updated",
+                    rows,
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
     def _delete(self, purpose: str, key: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM journal WHERE purpose = ? AND key = ?", (purpose, key))
@@ -127,6 +148,11 @@ class Table:
     def put(self, key: str, value: Any) -> None:
         """Record ``value`` under ``key`` (replacing any earlier value); durable on return."""
         self.journal._put(self.purpose, key, value)
+
+    def put_many(self, items: list[tuple[str, Any]]) -> None:
+        """Several puts in one transaction (one commit instead of one per row)."""
+        if items:
+            self.journal._put_many(self.purpose, items)
 
     def delete(self, key: str) -> None:
         self.journal._delete(self.purpose, key)

@@ -54,6 +54,9 @@ MIN_UPLOAD_SPEED = 50 * 1024
 TIMEOUT_BASE = 20.0
 ZIP_CHUNK = 1 << 20
 
+#: Finished handles recorded per journal transaction.
+HANDLE_BATCH = 32
+
 IMAGE_TABLE = "upload_images"
 SEQUENCE_TABLE = "upload_sequences"
 
@@ -92,7 +95,8 @@ class UploadSequence:
 @dataclasses.dataclass
 class SequenceResult:
     """The outcome of one sequence. ``skipped``: the journal says it was finished by an earlier
-    run (``cluster_id`` is that run's). ``cached``: images whose handle came from the journal."""
+    run (``cluster_id`` is that run's). ``cached``: images not sent because the journal had
+    their handle or the server already had every byte."""
 
     name: str
     cluster_id: str | None = None
@@ -382,11 +386,13 @@ class Uploader:
         self.result = UploadResult()
         self._fatal: BaseException | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._handles: list[tuple[str, str]] = []
         self._producer: asyncio.Task[None] | None = None
         # Created in run(): semaphores bind to the running loop on Python 3.10.
         self._net: asyncio.Semaphore
         self._slots: asyncio.Semaphore
         self._pool: concurrent.futures.ThreadPoolExecutor
+        self._journal_pool: concurrent.futures.ThreadPoolExecutor
 
     # -- orchestration ------------------------------------------------------------------------
 
@@ -403,6 +409,9 @@ class Uploader:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(4, (os.cpu_count() or 2) + 1), thread_name_prefix="amly-upload"
         )
+        self._journal_pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="amly-journal"
+        )
         self._producer = asyncio.create_task(self._produce(sequences))
         try:
             try:
@@ -416,6 +425,8 @@ class Uploader:
             for t in list(self._tasks):
                 t.cancel()
             self._pool.shutdown(wait=False, cancel_futures=True)
+            self._flush_handles()
+            self._journal_pool.shutdown(wait=True)  # every recorded handle is on disk
             self.result.seconds = loop.time() - start
         if self._fatal is not None:
             raise self._fatal
@@ -496,7 +507,7 @@ class Uploader:
             else:
                 try:
                     async with self._net:
-                        handle = await self._upload_bytes(key, data, state, fresh=fresh)
+                        handle, sent = await self._upload_bytes(key, data, state, fresh=fresh)
                 except APIError as e:
                     if not self._per_file(e):
                         self._abort(e)
@@ -504,6 +515,8 @@ class Uploader:
                     self._file_failed(state, FileError(image.path, f"rejected: {e.message}"))
                     return None
                 self._journal_put_handle(key, handle)
+                if not sent:
+                    state.result.cached += 1  # the server had it all (offset == size)
             state.result.images += 1
             state.result.bytes += len(data)
             self._notify(images=1, nbytes=len(data))
@@ -548,8 +561,20 @@ class Uploader:
         return value if isinstance(value, str) and value else None
 
     def _journal_put_handle(self, key: str, handle: str) -> None:
-        if self.images_table is not None:
-            self.images_table.put(self._jkey(key), handle)
+        if self.images_table is None:
+            return
+        self._handles.append((self._jkey(key), handle))
+        if len(self._handles) >= HANDLE_BATCH:
+            self._flush_handles()
+
+    def _flush_handles(self) -> None:
+        """Record finished handles in one transaction on the journal's own thread (off the
+        event loop, in order). A crash before a flush loses no work: the rerun finds those
+        uploads 'started', asks the server (offset == size) and gets the handle back
+        without sending a byte."""
+        batch, self._handles = self._handles, []
+        if batch and self.images_table is not None:
+            self._journal_pool.submit(self.images_table.put_many, batch)
 
     # -- the protocol -------------------------------------------------------------------------
 
@@ -570,7 +595,7 @@ class Uploader:
 
     async def _upload_bytes(
         self, key: str, data: bytes, state: _SeqState, *, fresh: bool = False
-    ) -> str:
+    ) -> tuple[str, int]:
         """One resumable upload of bytes in memory."""
         view = memoryview(data)
         return await self._resumable(key, len(data), lambda offset: view[offset:], state, fresh)
@@ -582,15 +607,17 @@ class Uploader:
         body_at: Callable[[int], Any],
         state: _SeqState,
         fresh: bool = False,
-    ) -> str:
+    ) -> tuple[str, int]:
         """The resumable protocol: ask the server's offset, send the rest from there. Every
         retry asks again, so bytes the server has are never sent twice; a retry after which
         the offset grew restores the attempt budget (the upload is advancing). ``fresh``: the
         journal says we never started this upload, so the first POST starts at 0 without
-        asking (a server that has bytes anyway answers 412, and the retry asks)."""
+        asking (a server that has bytes anyway answers 412, and the retry asks).
+
+        Returns the file handle and the bytes sent (0: the server already had them all)."""
         url = f"{self.transport.endpoints.upload}/{key}"
         session = self.transport.session_for(url)
-        seen = {"offset": -1, "moved": False}
+        seen = {"offset": -1, "moved": False, "sent": 0}
 
         async def attempt(n: int) -> str:
             offset = 0 if fresh and n == 0 else await self._fetch_offset(session, url)
@@ -608,19 +635,21 @@ class Uploader:
             }
             self.transport.stats["bytes_sent"] += left
             state.result.bytes_sent += left
+            seen["sent"] += left
             return await self._post(session, url, body_at(offset), headers, left)
 
         def progressed() -> bool:
             moved, seen["moved"] = seen["moved"], False
             return bool(moved)
 
-        return await self.transport.retrying(
+        handle = await self.transport.retrying(
             attempt,
             surface="upload",
             what=f"upload of {key}",
             on_retry=self._counter(state),
             progressed=progressed,
         )
+        return handle, int(seen["sent"])
 
     async def _post(
         self,
@@ -717,7 +746,7 @@ class Uploader:
             record["manifest_key"] = mkey
             self._record(jkey, record)
             async with self._net:
-                record["handle"] = await self._upload_bytes(
+                record["handle"], _sent = await self._upload_bytes(
                     mkey, manifest_bytes(h for h in handles or [] if h), state
                 )
         self._record(jkey, record)
@@ -748,7 +777,7 @@ class Uploader:
             handle = self._journal_handle(key)
             if handle is None and not self._finished(checksum):
                 async with self._net:
-                    handle = await self._upload_file(key, path, size, state)
+                    handle, _sent = await self._upload_file(key, path, size, state)
                 self._journal_put_handle(key, handle)
             elif handle is not None:
                 res.cached += 1
@@ -771,7 +800,9 @@ class Uploader:
         record = self.sequences_table.get(self._jkey(checksum)) or {}
         return bool(record.get("cluster_id"))
 
-    async def _upload_file(self, key: str, path: str, size: int, state: _SeqState) -> str:
+    async def _upload_file(
+        self, key: str, path: str, size: int, state: _SeqState
+    ) -> tuple[str, int]:
         """A resumable upload streamed from a (large) file on disk."""
         return await self._resumable(key, size, lambda offset: _file_chunks(path, offset), state)
 
