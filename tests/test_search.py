@@ -216,3 +216,57 @@ def test_tiles_find_everything_once_and_reject_unsafe_ids() -> None:
     assert set(ids) == {p["id"] for p in pts}
     assert len(rep.rejected) == 2
     assert rep.tiles == len(tiles(BOX, 14))
+
+
+def test_lazy_grids_match_geo() -> None:
+    from amly.api.search import _cell_rows, _tile_rows
+    from amly.geo import split_bbox
+
+    rnd = random.Random(5)
+    boxes = [BOX, (-180.0, -85.0, 180.0, 85.0), (13.4, 52.5, 13.4 + 0.0198, 52.5 + 0.0297)]
+    for _ in range(30):
+        w, s = rnd.uniform(-179, 170), rnd.uniform(-80, 75)
+        boxes.append((w, s, w + rnd.uniform(1e-5, 0.3), s + rnd.uniform(1e-5, 0.3)))
+    for b in boxes:
+        world = b[2] - b[0] > 100
+        side = 1.0 if world else 0.0099
+        assert list(_cell_rows(b, side)) == split_bbox(b, side)
+        zoom = 2 if world else 14
+        assert list(_tile_rows(b, zoom)) == tiles(b, zoom)
+
+
+def test_fanout_pulls_seeds_lazily_and_splits_depth_first() -> None:
+    import itertools
+
+    from amly.api.search import _fanout
+
+    pulled = 0
+
+    def seeds() -> Any:
+        nonlocal pulled
+        for i in itertools.count():
+            pulled += 1
+            yield (i, 0)
+
+    async def handle(item: tuple[int, int]) -> tuple[list[Any], list[tuple[int, int]]]:
+        await asyncio.sleep(0)
+        i, depth = item
+        if depth < 2:  # every seed splits twice: 1 + 2 + 4 items, 4 results
+            return [], [(i, depth + 1), (i, depth + 1)]
+        return [item], []
+
+    async def first(n: int) -> list[Any]:
+        got = []
+        async for r in _fanout(seeds(), handle, concurrency=4, buffer=8):
+            got.append(r)
+            if len(got) == n:
+                break
+        return got
+
+    got = asyncio.run(first(40))  # an endless seed list: must not hang or grow
+    assert len(got) == 40 and pulled < 100
+
+    async def finite() -> list[Any]:
+        return [r async for r in _fanout([(1, 0), (2, 0), (3, 1)], handle, concurrency=3, buffer=2)]
+
+    assert sorted(asyncio.run(finite())) == [(1, 2)] * 4 + [(2, 2)] * 4 + [(3, 2)] * 2

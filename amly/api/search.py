@@ -25,12 +25,20 @@ import asyncio
 import dataclasses
 import math
 import re
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+)
 from datetime import datetime, timezone
 from typing import Any, TypeVar, cast
 
 from ..errors import APIError, UsageError
-from ..geo import quarter, split_bbox, tile_bounds, tiles, validate_bbox
+from ..geo import quarter, split_bbox, tile, tile_bounds, tiles, validate_bbox
 from ..types import BBox
 from ._http import Transport
 
@@ -368,35 +376,56 @@ async def _fanout(
     concurrency: int,
     buffer: int,
 ) -> AsyncIterator[R]:
-    """Run ``handle`` over a work list that may grow (a handler returns results and more work)
-    with at most ``concurrency`` in flight; stream results through a bounded queue."""
-    work: asyncio.Queue[T] = asyncio.Queue()
-    for s in seeds:
-        work.put_nowait(s)
+    """Run ``handle`` over work items with at most ``concurrency`` in flight, streaming the
+    results through a bounded queue. A handler returns results and more work (a split cell),
+    which goes before the remaining ``seeds``; seeds are pulled lazily, so a box of a million
+    cells never becomes a million-item list."""
+    seed_iter = iter(seeds)
+    seeds_left = True
+    spawned: list[T] = []  # depth-first: split cells are finished before new seeds start
     out: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=max(1, buffer))
-    pending = work.qsize()
-    if pending == 0:
-        return
+    busy = 0
+    cond = asyncio.Condition()
+
+    def next_item() -> tuple[bool, T | None]:
+        nonlocal seeds_left
+        if spawned:
+            return True, spawned.pop()
+        if seeds_left:
+            for item in seed_iter:
+                return True, item
+            seeds_left = False
+        return False, None
 
     async def worker() -> None:
-        nonlocal pending
+        nonlocal busy
         while True:
-            item = await work.get()
+            async with cond:
+                while True:
+                    ok, item = next_item()
+                    if ok or busy == 0:
+                        break
+                    await cond.wait()  # a busy worker may still split its cell
+                if ok:
+                    busy += 1
+                else:
+                    cond.notify_all()  # the others see it too
+            if not ok:
+                await out.put(("done", None))
+                return
             try:
-                results, more = await handle(item)
+                results, more = await handle(item)  # type: ignore[arg-type]
             except BaseException as e:  # noqa: BLE001 - handed to the consumer
                 if isinstance(e, asyncio.CancelledError):
                     raise
                 await out.put(("error", e))
                 return
-            for m in more:
-                pending += 1
-                work.put_nowait(m)
             for r in results:
                 await out.put(("item", r))
-            pending -= 1
-            if pending == 0:
-                await out.put(("done", None))
+            async with cond:
+                spawned.extend(more)
+                busy -= 1
+                cond.notify_all()
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, concurrency))]
     try:
@@ -412,6 +441,26 @@ async def _fanout(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _tile_rows(box: BBox, z: int) -> Iterator[tuple[int, int, int]]:
+    """The tiles covering ``box``, produced one tile row at a time (lazily)."""
+    w, s, e, n = box
+    y0 = tile(w, n, z)[1]
+    y1 = tile(w, s + 1e-9, z)[1]
+    for y in range(y0, y1 + 1):
+        _, row_s, _, row_n = tile_bounds(0, y, z)
+        eps = (row_n - row_s) * 1e-6  # keep the strip strictly inside this row
+        yield from tiles((w, max(s, row_s + eps), e, min(n, row_n - eps)), z)
+
+
+def _cell_rows(box: BBox, max_side: float) -> Iterator[BBox]:
+    """The same grid as :func:`amly.geo.split_bbox`, produced one row at a time (lazily)."""
+    w, s, e, n = box
+    ny = max(1, math.ceil((n - s) / max_side - 1e-9))
+    ys = [s + (n - s) * j / ny for j in range(ny)] + [n]
+    for j in range(ny):
+        yield from split_bbox((w, ys[j], e, ys[j + 1]), max_side)
 
 
 def _tile_url(transport: Transport, x: int, y: int, z: int) -> str:
@@ -489,7 +538,7 @@ async def tile_candidates(
         return found, []
 
     async for c in _fanout(
-        tiles(box, TILE_ZOOM), handle, concurrency=concurrency, buffer=4 * concurrency
+        _tile_rows(box, TILE_ZOOM), handle, concurrency=concurrency, buffer=4 * concurrency
     ):
         report.candidates += 1
         yield c
@@ -604,7 +653,7 @@ async def search_candidates(
             )
         return found, []
 
-    seeds: list[Work] = [(c, None) for c in split_bbox(box, max_cell)]
+    seeds: Iterator[Work] = ((c, None) for c in _cell_rows(box, max_cell))
     async for c in _fanout(seeds, handle, concurrency=concurrency, buffer=4 * concurrency):
         report.candidates += 1
         yield c
