@@ -57,6 +57,7 @@ __all__ = [
     "images",
     "in_bbox",
     "iso_millis",
+    "plan_size",
     "search_candidates",
     "tile_candidates",
 ]
@@ -441,6 +442,23 @@ async def _fanout(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def plan_size(bbox: BBox, method: str = "tiles") -> int:
+    """How many first-level requests an enumeration makes: z14 tiles, or search cells
+    (before any split).
+
+    >>> plan_size((13.40, 52.51, 13.41, 52.52)), plan_size((0, 0, 0.02, 0.01), "search")
+    (2, 6)
+    """
+    w, s, e, n = validate_bbox(bbox)
+    if method == "search":
+        nx = max(1, math.ceil((e - w) / MAX_CELL - 1e-9))
+        ny = max(1, math.ceil((n - s) / MAX_CELL - 1e-9))
+        return nx * ny
+    x0, y0, _ = tile(w, n, TILE_ZOOM)
+    x1, y1, _ = tile(e - 1e-9, s + 1e-9, TILE_ZOOM)
+    return (x1 - x0 + 1) * (y1 - y0 + 1)
 
 
 def _tile_rows(box: BBox, z: int) -> Iterator[tuple[int, int, int]]:

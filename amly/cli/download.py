@@ -18,7 +18,7 @@ from ..api._http import Transport
 from ..api._limits import Limits
 from ..api.auth import resolve_token
 from ..api.download import download_gpx, download_images, normalize_size
-from ..api.search import SEARCH_LIMIT, Filters, check_bbox
+from ..api.search import SEARCH_LIMIT, Filters, check_bbox, plan_size
 from ..config import Endpoints, Secret
 from ..errors import UsageError
 from ._common import Progress, Summary, add_output_options, run_async
@@ -164,6 +164,20 @@ def register(subparsers: Any) -> None:
     pg.set_defaults(func=run_gpx)
 
 
+def _warn_if_huge(args: argparse.Namespace, bbox: tuple[float, float, float, float]) -> None:
+    """A box that needs more than a day's tile quota is allowed (it resumes), but say so."""
+    limits = parse_limits(args.rate_limits)
+    n = plan_size(bbox, args.method)
+    if args.method == "tiles" and limits.tiles_per_day and n > limits.tiles_per_day:
+        days = n / limits.tiles_per_day
+        print(
+            f"amly download: this box needs {n:,} vector tiles; at {limits.tiles_per_day:,.0f} "
+            f"a day that is about {days:,.1f} days; a rerun skips finished images but reads "
+            "the tiles again: consider smaller boxes",
+            file=sys.stderr,
+        )
+
+
 def _transport(args: argparse.Namespace) -> Transport:
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
@@ -192,6 +206,7 @@ def run_images(args: argparse.Namespace) -> int:
     )
     if filters.start and filters.end and filters.start > filters.end:
         raise UsageError("--start is after --end")
+    _warn_if_huge(args, bbox)
     transport = _transport(args)
     summary = Summary("download images")
     progress = Progress("download", args.max_results, enabled=not args.no_progress)
