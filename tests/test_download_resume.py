@@ -70,7 +70,20 @@ def test_kill_9_then_rerun_downloads_only_what_is_missing(srv: Any, tmp_path: Pa
     # A third run downloads nothing.
     r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(SUB), "--size", "256",
              "--out", str(out), "--json")  # fmt: skip
-    assert summary(r)["counts"] == {"downloaded": 0, "reused": len(expected)}
+    third = summary(r)
+    assert third["counts"] == {"downloaded": 0, "reused": len(expected)}
+    # ...and reads no tile again: each was recorded once all its images were on disk.
+    assert third["enumeration"]["tiles"] == 0 and third["enumeration"]["tiles_skipped"] > 0
+    assert sorted(index_ids(out)) == sorted(expected)
+    # A file deleted by hand is noticed: its tile is read again and the image fetched.
+    victim = next(iter(out.glob("*/*.jpg")))
+    victim.unlink()
+    r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(SUB), "--size", "256",
+             "--out", str(out), "--json")  # fmt: skip
+    fourth = summary(r)
+    assert fourth["counts"] == {"downloaded": 1, "reused": len(expected) - 1}
+    assert fourth["enumeration"]["tiles"] >= 1
+    assert files(out) == expected and sorted(index_ids(out)) == sorted(expected)
 
 
 def test_changed_box_reuses_shared_images_and_size_change_downloads_again(

@@ -9,7 +9,9 @@ Memory holds one image per worker, whatever the box holds.
 Resume: ``OUT/.amly/manifest.sqlite3`` (the shared :class:`amly.journal.Journal`) records the
 query and every finished image (its size and the entity fields its EXIF came from). A rerun
 skips finished images whose file is still there at the same size; a crash loses nothing but
-the images in flight. A rerun with another box or filters is a new query: the images it
+the images in flight. With tiles, a tile all of whose images ended well is recorded too, and
+a rerun of the same query does not read it again while its files are all there (the tile
+quota, 50,000 a day, is the scarce one). A rerun with another box or filters is a new query: the images it
 shares with the old one are reused from disk, the others are downloaded, and files of the
 old query that are not in the new one stay on disk but are left out of ``index.geojson``
 (which always describes the latest query). A different ``--size`` downloads again.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
@@ -35,6 +38,7 @@ from .search import (
     BASE_FIELDS,
     SEARCH_LIMIT,
     Candidate,
+    EdgeDedup,
     Filters,
     SearchReport,
     _next_page,
@@ -307,10 +311,10 @@ async def download_images(
                 ent = await resolve(ident)
         raise AssertionError("unreachable")
 
-    async def one(c: Candidate) -> None:
+    async def _one(c: Candidate) -> tuple[str, str | None]:
         nonlocal accepted, completed
         if stop.is_set():
-            return
+            return "stopped", None
         # Only an image whose file exists can be reused: a stat spares the (locked) manifest
         # lookup for everything new, which is everything on a first run.
         maybe = c.sequence_id is None or (out_dir / c.sequence_id / f"{c.id}.jpg").exists()
@@ -323,13 +327,13 @@ async def download_images(
             if hit is not None and path.is_file():
                 if max_results is not None and accepted >= max_results:
                     stop.set()
-                    return
+                    return "stopped", None
                 accepted += 1
                 index(ent, rel, hit[2], hit[3])
                 result.reused += 1
                 completed += 1
                 note(c.id, "reused")
-                return
+                return "reused", c.id
         try:
             ent = await resolve(c.id)
         except AuthError:
@@ -339,13 +343,13 @@ async def download_images(
                 raise  # the server kept failing: stop the run, a rerun resumes
             result.fail(c.id, str(e), "EntityError")
             note(c.id, "failed")
-            return
+            return "failed", None
         hit = accept_entity(ent, box, filters, result.report)
         if hit is None:
-            return
+            return "skipped", None
         if max_results is not None and accepted >= max_results:
             stop.set()
-            return
+            return "stopped", None
         accepted += 1
         ident, seq, lon, lat = hit
         rel = f"{seq}/{ident}.jpg"
@@ -372,18 +376,86 @@ async def download_images(
         except (AuthError, MetadataError, ValueError) as e:
             result.fail(ident, str(e), getattr(e, "kind", type(e).__name__))
             note(ident, "failed")
+            return "failed", None
         except APIError as e:
             if e.status is None:
                 raise
             result.fail(ident, str(e), "DownloadError")
             note(ident, "failed")
+            return "failed", None
         else:
             result.downloaded += 1
             result.bytes += written
             index(ent, rel, lon, lat)
             note(ident, "downloaded")
+            return "downloaded", ident
         finally:
             completed += 1
+
+    # Tile-level resume (tiles method, no --max-results): a tile whose every candidate ended
+    # well is recorded with the ids it contributed; a rerun of the same query does not read
+    # it again if all those files are still there (the daily tile quota is the scarce one).
+    query_key = hashlib.md5(json.dumps(query, sort_keys=True).encode()).hexdigest()[:16]
+    tile_resume = method == "tiles" and max_results is None
+    tiles_done = manifest.journal.table("download_tiles")
+    open_tiles: dict[tuple[int, int, int], list[Any]] = {}  # tile -> [left, ok, ids, edge ids]
+    dedup = EdgeDedup()  # shared with the enumeration: a skipped tile's edge images count
+
+    def tile_key(t: tuple[int, int, int]) -> str:
+        return f"{query_key}:{t[2]}/{t[0]}/{t[1]}"
+
+    def on_tile(t: tuple[int, int, int], n: int, clean: bool) -> None:
+        if n == 0:
+            if clean:
+                tiles_done.put(tile_key(t), {"ids": [], "edge": []})
+        else:
+            open_tiles[t] = [n, clean, [], []]
+
+    def skip_tile(t: tuple[int, int, int]) -> bool:
+        done = tiles_done.get(tile_key(t))
+        if not isinstance(done, dict):
+            return False
+        ids, edge = done.get("ids") or [], set(done.get("edge") or [])
+        hits = []
+        for i in ids:
+            prev = manifest.finished(str(i))
+            if prev is None or prev.get("size") != size:
+                return False
+            rel, ent = str(prev.get("path", "")), prev.get("entity") or {}
+            hit = accept_entity(ent, box, filters, result.report)
+            if hit is None or not (out_dir / rel).is_file():
+                return False
+            hits.append((ent, rel, hit))
+        for ent, rel, hit in hits:
+            if not dedup.first(hit[0], edge=hit[0] in edge):
+                continue  # a neighbouring tile reported it already
+            index(ent, rel, hit[2], hit[3])
+            result.reused += 1
+            note(hit[0], "reused")
+        return True
+
+    def settle(c: Candidate, status: str, ident: str | None) -> None:
+        state = open_tiles.get(c.tile) if c.tile is not None else None
+        if state is None:
+            return
+        state[0] -= 1
+        state[1] = state[1] and status in ("skipped", "reused", "downloaded")
+        if ident is not None:
+            state[2].append(ident)
+            if c.edge:
+                state[3].append(ident)
+        if state[0] == 0:
+            del open_tiles[c.tile]  # type: ignore[arg-type]
+            if state[1]:
+                entry = {"ids": state[2], "edge": state[3]}
+                tiles_done.put(tile_key(c.tile), entry)  # type: ignore[arg-type]
+
+    async def one(c: Candidate) -> None:
+        status, ident = "error", None
+        try:
+            status, ident = await _one(c)
+        finally:
+            settle(c, status, ident)
 
     source = candidates(
         transport,
@@ -394,6 +466,9 @@ async def download_images(
         fields=ENTITY_FIELDS,
         concurrency=min(16, concurrency),
         search_limit=search_limit,
+        skip_tile=skip_tile if tile_resume else None,
+        on_tile=on_tile if tile_resume else None,
+        dedup=dedup,
     )
     gen = _ordered_map(source, one, concurrency)
     try:

@@ -246,6 +246,8 @@ class SearchReport:
     """What the enumeration did and what it could not do: nothing is dropped silently."""
 
     tiles: int = 0
+    #: Tiles a resumed download did not read again (every image of them already on disk).
+    tiles_skipped: int = 0
     searches: int = 0
     splits: int = 0
     time_splits: int = 0
@@ -272,6 +274,10 @@ class Candidate:
     captured_at: int | None = None
     exact: bool = False
     entity: Mapping[str, Any] | None = None
+    #: The z14 tile it came from (tile enumeration): lets a download record finished tiles.
+    tile: tuple[int, int, int] | None = None
+    #: Near an edge of its tile or cell: another one may report it too.
+    edge: bool = False
 
 
 class EdgeDedup:
@@ -510,17 +516,27 @@ async def tile_candidates(
     report: SearchReport,
     *,
     concurrency: int = 16,
+    skip_tile: Callable[[tuple[int, int, int]], bool] | None = None,
+    on_tile: Callable[[tuple[int, int, int], int, bool], None] | None = None,
+    dedup: EdgeDedup | None = None,
 ) -> AsyncIterator[Candidate]:
     """Candidates from the z14 ``image`` layer of every tile covering ``bbox``.
 
     Positions are tile-quantized: a candidate within a couple of tile units of the box is
-    kept, and the entity's real geometry decides (:func:`images`)."""
+    kept, and the entity's real geometry decides (:func:`images`). ``skip_tile(t)`` true:
+    the tile is not fetched (a resumed download has all of it). ``on_tile(t, n, clean)`` is
+    told how many candidates tile ``t`` yields before they are, and whether it rejected
+    none. ``dedup`` may be shared with the caller (a skipped tile's edge images)."""
     box = validate_bbox(bbox)
-    dedup = EdgeDedup()
+    seen = dedup if dedup is not None else EdgeDedup()
 
     async def handle(t: tuple[int, int, int]) -> tuple[list[Candidate], list[Any]]:
         x, y, z = t
+        if skip_tile is not None and skip_tile(t):
+            report.tiles_skipped += 1
+            return [], []
         data = await fetch_tile(transport, x, y, z)
+        clean = True
         report.tiles += 1
         tw, ts, te, tn = tile_bounds(x, y, z)
         margin = 4 * max(te - tw, tn - ts) / 4096
@@ -541,18 +557,18 @@ async def tile_candidates(
                 seq = props.get("sequence_id")
                 seq = None if seq is None else check_sequence_id(seq)
             except UnsafeId as e:
-                if dedup.first(f"bad:{raw_id!r}", edge=edge):
+                clean = False
+                if seen.first(f"bad:{raw_id!r}", edge=edge):
                     report.reject(raw_id, str(e))
                 continue
-            if not dedup.first(ident, edge=edge):
+            if not seen.first(ident, edge=edge):
                 report.duplicates += 1
                 continue
             t_ms = props.get("captured_at")
-            found.append(
-                Candidate(
-                    ident, seq, lon, lat, t_ms if isinstance(t_ms, int) else None, exact=False
-                )
-            )
+            t_ms = t_ms if isinstance(t_ms, int) else None
+            found.append(Candidate(ident, seq, lon, lat, t_ms, tile=t, edge=edge))
+        if on_tile is not None:
+            on_tile(t, len(found), clean)
         return found, []
 
     async for c in _fanout(
@@ -688,10 +704,23 @@ def candidates(
     concurrency: int = 16,
     search_limit: int = SEARCH_LIMIT,
     min_cell: float = MIN_CELL,
+    skip_tile: Callable[[tuple[int, int, int]], bool] | None = None,
+    on_tile: Callable[[tuple[int, int, int], int, bool], None] | None = None,
+    dedup: EdgeDedup | None = None,
 ) -> AsyncIterator[Candidate]:
-    """Candidates by ``method`` (``"tiles"`` or ``"search"``)."""
+    """Candidates by ``method`` (``"tiles"`` or ``"search"``; the tile hooks apply to
+    tiles only, see :func:`tile_candidates`)."""
     if method == "tiles":
-        return tile_candidates(transport, bbox, filters, report, concurrency=concurrency)
+        return tile_candidates(
+            transport,
+            bbox,
+            filters,
+            report,
+            concurrency=concurrency,
+            skip_tile=skip_tile,
+            on_tile=on_tile,
+            dedup=dedup,
+        )
     if method == "search":
         return search_candidates(
             transport,

@@ -30,8 +30,8 @@ Enumeration: --method tiles (default) reads the z14 vector tiles, which have no 
 --method search asks /images over cells under 0.01 degrees that split in four whenever an
 answer is full (then by capture time); a cell that still cannot be split is reported.
 
-Resume: OUT/.amly/manifest.sqlite3 records the query and each finished image. A rerun (after
-Ctrl-C, a crash or kill -9) downloads only what is missing. A rerun with another box or
+Resume: OUT/.amly/manifest.sqlite3 records the query, each finished image and (tiles) each
+finished tile. A rerun (after Ctrl-C, a crash or kill -9) fetches only what is missing. A rerun with another box or
 filters in the same OUT reuses the images both queries share, downloads the others, keeps
 older files on disk, and writes an index.geojson of the new query only. Another --size
 downloads again. Thumbnail URLs expire: they are resolved right before each download and
@@ -172,8 +172,8 @@ def _warn_if_huge(args: argparse.Namespace, bbox: tuple[float, float, float, flo
         days = n / limits.tiles_per_day
         print(
             f"amly download: this box needs {n:,} vector tiles; at {limits.tiles_per_day:,.0f} "
-            f"a day that is about {days:,.1f} days; a rerun skips finished images but reads "
-            "the tiles again: consider smaller boxes",
+            f"a day that is about {days:,.1f} days; interrupt and rerun at will: finished "
+            "tiles and images are not fetched again",
             file=sys.stderr,
         )
 
@@ -244,6 +244,7 @@ def run_images(args: argparse.Namespace) -> int:
         enumeration={
             "method": args.method,
             "tiles": rep.tiles,
+            "tiles_skipped": rep.tiles_skipped,
             "searches": rep.searches,
             "splits": rep.splits,
             "time_splits": rep.time_splits,
