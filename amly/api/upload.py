@@ -312,7 +312,8 @@ def from_zip(path: str | os.PathLike[str], organization_id: str | None = None) -
 def find_inputs(
     paths: Iterable[str | os.PathLike[str]], *, subfolders: bool = False
 ) -> tuple[list[Path], list[Path], list[Path]]:
-    """Sort command-line paths into description files, zip files and folders to process.
+    """Sort command-line paths into description files, zip files and folders (or photos) to
+    process.
 
     A folder with a description file is taken as processed; with ``subfolders`` each
     subfolder that has one counts too (zip files inside a folder are found the same way).
@@ -323,7 +324,11 @@ def find_inputs(
     raw: list[Path] = []
     for p in map(Path, paths):
         if p.is_file():
-            (zips if p.suffix.lower() == ".zip" else descs).append(p)
+            suffix = p.suffix.lower()
+            if suffix in (".jpg", ".jpeg"):
+                raw.append(p)  # a single photo: processed in memory like a folder
+            else:
+                (zips if suffix == ".zip" else descs).append(p)
         elif p.is_dir():
             if (p / DESCRIPTION_FILE).is_file():
                 descs.append(p / DESCRIPTION_FILE)
