@@ -182,10 +182,13 @@ def test_bad_token_exit_3_without_leaking(srv: RunningServer, tmp_path: Path) ->
 
 def test_process_and_upload_tree(srv: RunningServer, tmp_path: Path) -> None:
     local = tree(tmp_path / "t", {"a": 10, "b": 8, "c": 5})
+    (tmp_path / "t" / "c" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe1 not really")
     proc = amly(srv, tmp_path / "home", "process-and-upload", str(tmp_path / "t"), "--json")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # the broken photo is reported, the rest goes
+    out = summary(proc)
+    assert [f["file"] for f in out["failures"]] == [str(tmp_path / "t" / "c" / "broken.jpg")]
     found = clusters(srv)
-    assert len(found) == 3 and sorted(summary(proc)["cluster_ids"]) == sorted(found)
+    assert len(found) == 3 and sorted(out["cluster_ids"]) == sorted(found)
     for ps in local.values():
         (rows,) = [r for r in found.values() if cluster_names(r) == [p.name for p in ps]]
         check_cluster(srv, rows, ps)
@@ -242,3 +245,26 @@ def test_legacy_upload_with_preprocessing(srv: RunningServer, tmp_path: Path) ->
     assert len(rows) == 12
     heads = [json.loads(r["description"]).get("MAPCompassHeading") for r in rows]
     assert all(h is not None for h in heads)
+
+
+def test_description_file_path_and_a_rejected_sequence(srv: RunningServer, tmp_path: Path) -> None:
+    """A description file given directly; a sequence the server refuses (bad description)
+    fails alone with exit 1 while the other one is uploaded."""
+    good = photos(tmp_path / "good", 5, seed=1)
+    bad = photos(tmp_path / "bad", 4, seed=2, lat=53.0)
+    entries = []
+    for seq, ps in (("0", good), ("1", bad)):
+        for p in ps:
+            d = describe(read_image(p))
+            if seq == "1":
+                d["MAPOrientation"] = 9  # the server validates and refuses the cluster
+            entries.append({"filename": str(p), "filetype": "image", "MAPSequenceUUID": seq, **d})
+    desc = tmp_path / "desc.json"
+    desc.write_text(json.dumps(entries))
+    proc = amly(srv, tmp_path / "home", "upload", str(desc), "--json")
+    assert proc.returncode == 1, proc.stderr
+    out = summary(proc)
+    assert len(out["cluster_ids"]) == 1 and len(out["failures"]) == 1
+    assert "MAPOrientation" in out["failures"][0]["error"]
+    (rows,) = clusters(srv).values()
+    check_cluster(srv, rows, good)
