@@ -104,3 +104,40 @@ def test_client_bad_token_raises_auth_error(srv: RunningServer, tmp_path: Path) 
     with pytest.raises(amly.AuthError) as info:
         asyncio.run(main())
     assert "not-a-valid-token-123" not in str(info.value)
+
+
+def test_memory_budget_bounds_images_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a budget smaller than one photo, photos go one at a time (and all arrive)."""
+    from amly.api import upload as upload_mod
+    from amly.server.faults import Faults
+
+    photos(tmp_path / "p", 8)
+    real = upload_mod.Uploader._upload_bytes
+    live = {"now": 0, "max": 0}
+
+    async def counting(self, key, data, state, **kw):  # type: ignore[no-untyped-def]
+        live["now"] += 1
+        live["max"] = max(live["max"], live["now"])
+        try:
+            return await real(self, key, data, state, **kw)
+        finally:
+            live["now"] -= 1
+
+    monkeypatch.setattr(upload_mod.Uploader, "_upload_bytes", counting)
+
+    def run(budget: int, srv: RunningServer) -> UploadResult:
+        async def main() -> UploadResult:
+            async with amly.Client(
+                srv.url, token=srv.token, journal=False, concurrency=8, buffer_bytes=budget
+            ) as client:
+                return await client.upload([tmp_path / "p"])
+
+        return asyncio.run(main())
+
+    with running_server(tmp_path / "srv1", faults=Faults(latency_ms=30)) as srv:
+        assert run(1, srv).ok and live["max"] == 1
+    live["max"] = 0
+    with running_server(tmp_path / "srv2", faults=Faults(latency_ms=30)) as srv:
+        assert run(1 << 30, srv).ok and live["max"] > 1

@@ -32,7 +32,8 @@ class Client:
     variables, else the real service. ``token`` (str or :class:`~amly.Secret`) defaults to
     ``MAPILLARY_ACCESS_TOKEN``, then the ``profile`` saved by ``amly auth``. ``journal`` is a
     path, a :class:`~amly.journal.Journal`, ``None`` (the default journal) or ``False`` (no
-    resume records). ``concurrency`` bounds uploads in flight (all sequences together).
+    resume records). ``concurrency`` bounds uploads in flight (all sequences together),
+    ``buffer_bytes`` the bytes of photos held in memory at once.
 
     >>> import asyncio
     >>> async def main():
@@ -50,6 +51,7 @@ class Client:
         profile: str | None = None,
         concurrency: int = _upload.DEFAULT_CONCURRENCY,
         readahead: int = _upload.DEFAULT_READAHEAD,
+        buffer_bytes: int = _upload.DEFAULT_BUFFER_BYTES,
         journal: str | os.PathLike[str] | Journal | bool | None = None,
         endpoints: Endpoints | None = None,
         limits: Limits | None = None,
@@ -61,6 +63,7 @@ class Client:
         self._profile = profile
         self.concurrency = concurrency
         self.readahead = readahead
+        self.buffer_bytes = buffer_bytes
         self._journal_arg = journal
         self._journal: Journal | None = None
         self.transport = Transport(
@@ -159,6 +162,7 @@ class Client:
                 journal=self.journal,
                 concurrency=self.concurrency,
                 readahead=self.readahead,
+                buffer_bytes=self.buffer_bytes,
                 reupload=reupload,
                 progress=progress,
             )

@@ -48,6 +48,8 @@ log = logging.getLogger("amly.upload")
 DEFAULT_CONCURRENCY = 64
 #: Prepared images waiting for a free upload slot (disk reads overlap the network).
 DEFAULT_READAHEAD = 8
+#: Bytes of images held in memory at once, whatever their number (multi-MB photos).
+DEFAULT_BUFFER_BYTES = 256 * 1024 * 1024
 #: Read timeouts assume at least this upload speed (the official tool's 50 KiB/s) ...
 MIN_UPLOAD_SPEED = 50 * 1024
 #: ... plus this constant for the round trip and server processing.
@@ -70,6 +72,8 @@ class UploadImage:
 
     path: str
     description: dict[str, Any]
+    size: int = 0
+    """The file's size when known (bounds the bytes held in memory); 0: unknown."""
 
 
 @dataclasses.dataclass
@@ -239,7 +243,7 @@ def prepare_image(image: UploadImage) -> tuple[str, bytes]:
 
 def from_sequence(seq: Sequence, organization_id: str | None = None) -> UploadSequence:
     """An :class:`amly.Sequence` (processed in memory) as an upload."""
-    images = [UploadImage(m.path, embeddable(describe(m))) for m in seq.images]
+    images = [UploadImage(m.path, embeddable(describe(m)), m.filesize) for m in seq.images]
     return UploadSequence(seq.uuid, images, organization_id or seq.organization_id)
 
 
@@ -254,7 +258,7 @@ def from_description_file(
         entries = read_description_file(path)
     except (OSError, ValueError) as e:
         raise FileError(path, f"cannot read the description file: {e}") from e
-    groups: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
+    groups: dict[str, list[tuple[str, str, dict[str, Any], int]]] = {}
     errors = 0
     for entry in entries:
         if not isinstance(entry, dict) or "error" in entry or "filename" not in entry:
@@ -267,11 +271,15 @@ def from_description_file(
             filename = str(path.parent / filename)
         desc = embeddable(entry)
         key = str(entry.get("MAPSequenceUUID", ""))
-        groups.setdefault(key, []).append((str(desc.get("MAPCaptureTime", "")), filename, desc))
+        filesize = entry.get("filesize")
+        size = filesize if isinstance(filesize, int) else 0
+        groups.setdefault(key, []).append(
+            (str(desc.get("MAPCaptureTime", "")), filename, desc, size)
+        )
     sequences = []
     for name, items in groups.items():
         items.sort(key=lambda t: (_capture_sort_key(t[0]), t[1]))
-        images = [UploadImage(f, d) for _t, f, d in items]
+        images = [UploadImage(f, d, n) for _t, f, d, n in items]
         sequences.append(UploadSequence(f"{path}#{name}", images, organization_id))
     return sequences, errors
 
@@ -352,6 +360,26 @@ def find_inputs(
 # -- the engine --------------------------------------------------------------------------------
 
 
+class _Budget:
+    """Bytes of images in memory. One waiter (the producer); an image larger than the whole
+    budget still goes, alone."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._freed = asyncio.Event()
+
+    async def acquire(self, n: int) -> None:
+        while self.used and self.used + n > self.limit:
+            self._freed.clear()
+            await self._freed.wait()
+        self.used += n
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        self._freed.set()
+
+
 class _SeqState:
     def __init__(self, seq: UploadSequence) -> None:
         self.seq = seq
@@ -375,10 +403,12 @@ class Uploader:
         journal: Journal | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         readahead: int = DEFAULT_READAHEAD,
+        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
         reupload: bool = False,
         progress: ProgressCallback | None = None,
     ) -> None:
         self.transport = transport
+        self.buffer_bytes = buffer_bytes
         self.scope = scope
         self.journal = journal
         self.images_table = journal.table(IMAGE_TABLE) if journal else None
@@ -396,6 +426,7 @@ class Uploader:
         # Created in run(): semaphores bind to the running loop on Python 3.10.
         self._net: asyncio.Semaphore
         self._slots: asyncio.Semaphore
+        self._budget: _Budget
         self._pool: concurrent.futures.ThreadPoolExecutor
         self._journal_pool: concurrent.futures.ThreadPoolExecutor
 
@@ -411,6 +442,7 @@ class Uploader:
         start = loop.time()
         self._net = asyncio.Semaphore(self.concurrency)
         self._slots = asyncio.Semaphore(self.concurrency + self.readahead)
+        self._budget = _Budget(self.buffer_bytes)
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=min(4, (os.cpu_count() or 2) + 1), thread_name_prefix="amly-upload"
         )
@@ -476,9 +508,11 @@ class Uploader:
             futures = []
             for i, image in enumerate(seq.images):
                 # Bounds the bytes held in memory: a slot is released once its image is sent.
+                await self._budget.acquire(image.size)
                 await self._slots.acquire()
                 if self._fatal is not None:
                     self._slots.release()
+                    self._budget.release(image.size)
                     return
                 futures.append(self._spawn(self._image(state, i, image)))
             self._spawn(self._finish(state, futures))
@@ -528,6 +562,7 @@ class Uploader:
             return handle
         finally:
             self._slots.release()
+            self._budget.release(image.size)
 
     @staticmethod
     def _per_file(err: APIError) -> bool:
