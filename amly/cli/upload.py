@@ -189,6 +189,11 @@ def _run(
     finally:
         progress.close()
     _summarise(summary, result, args.dry_run)
+    if not summary.counts.get("images") and not summary.failures and not args.quiet:
+        hint = (
+            "" if getattr(args, "subfolders", True) else " (photos in subfolders? add --subfolders)"
+        )
+        print(f"amly: nothing to upload{hint}", file=sys.stderr)
     return summary.emit(args)
 
 
@@ -251,5 +256,3 @@ def _summarise(summary: Summary, result: Any, dry_run: bool) -> None:
     summary.info["sequences"] = sequences
     if result.seconds and result.images:
         summary.info["images_per_second"] = round(result.images / result.seconds, 1)
-    if not summary.counts.get("images") and not summary.failures:
-        print("amly: nothing to upload", file=sys.stderr)
