@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..errors import FileError, GeotagError, UsageError
-from ._common import Progress, Summary, add_output_options, add_timezone_option
+from ._common import add_output_options, add_timezone_option
+from ._inplace import move, read_dir, usable
 
 EPILOG = """\
 examples:
@@ -85,35 +85,18 @@ def default_targets(directory: str) -> tuple[str, str]:
 def run(args: argparse.Namespace) -> int:
     from .. import sequence
     from ..metadata import parse_timezone
-    from ..pipeline import Pool, move_file, read_all, scan
+    from ..pipeline import Pool
 
     root = os.path.abspath(args.dir)
-    try:
-        tz = parse_timezone(args.timezone)
-        folders = scan([root])
-    except FileNotFoundError:
-        raise UsageError(f"no such folder: {args.dir}") from None
-    except (ValueError, KeyError) as e:
-        raise UsageError(f"unknown time zone {args.timezone!r}: {e}") from None
+    tz = parse_timezone(args.timezone)
+    with Pool() as pool:
+        summary, images, bad, n = read_dir(args, "dedup", tz=tz, pool=pool, path=root)
     dup_default, err_default = default_targets(root)
     dup_dir = os.path.abspath(args.duplicate_dir or dup_default)
     err_dir = os.path.abspath(args.error_dir or err_default)
-    summary = Summary("dedup")
-    n = sum(len(f.files) for f in folders)
-    progress = Progress("reading", n, enabled=not (args.no_progress or args.quiet))
-    with Pool() as pool:
-        images, bad = read_all(folders, tz=tz, pool=pool, on_read=progress.update)
-    progress.close()
-    usable = []
-    for m in images:
-        if m.capture_time is None or not m.has_position():
-            bad.append(GeotagError(m.path, "no capture time or GPS position"))
-        elif (err := sequence.check_null_island(m)) is not None:
-            bad.append(err)
-        else:
-            usable.append(m)
+    located = usable(images, bad, check=sequence.check_null_island)
     duplicates = []
-    for group in sequence.group_images(usable):
+    for group in sequence.group_images(located):
         _, dups = sequence.find_duplicates(group, args.distance, args.angle)
         duplicates.extend(dups)
 
@@ -129,15 +112,8 @@ def run(args: argparse.Namespace) -> int:
         flagged.append({"file": error.path, "type": error.kind, "to": dst, "error": error.message})
         if kind == "errors":
             summary.fail(error)
-        if args.flag_only:
-            continue
-        try:
-            move_file(error.path, dst)
-            summary.count(f"moved to {kind}")
-        except FileError as e:
-            summary.fail(e)
-        except OSError as e:
-            summary.fail(FileError(error.path, f"cannot move to {dst}: {e}"))
+        if not args.flag_only:
+            move(summary, error.path, dst, count=f"moved to {kind}")
     summary.info["duplicate_dir"] = dup_dir
     summary.info["error_dir"] = err_dir
     summary.info["flagged"] = flagged

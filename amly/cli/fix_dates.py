@@ -7,11 +7,11 @@ DateTimeOriginal/SubSecTimeOriginal (losslessly: only the EXIF segment changes).
 from __future__ import annotations
 
 import argparse
-import functools
 from datetime import datetime, timedelta, tzinfo
 
 from ..errors import UsageError
-from ._common import Progress, Summary, add_output_options, add_timezone_option
+from ._common import Summary, add_output_options, add_timezone_option
+from ._inplace import scan_dir, write_each
 
 EPILOG = """\
 examples:
@@ -73,28 +73,15 @@ def _write_time(item: tuple[str, datetime]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..metadata import parse_timezone
-    from ..pipeline import Pool, scan_files
+    from ..pipeline import Pool
 
-    try:
-        tz = parse_timezone(args.timezone)
-    except (ValueError, KeyError) as e:
-        raise UsageError(f"unknown time zone {args.timezone!r}: {e}") from None
+    tz = parse_timezone(args.timezone)
     start = parse_start(args.start, tz)
-    try:
-        files = sorted(scan_files([args.dir], recursive=False))
-    except FileNotFoundError:
-        raise UsageError(f"no such folder: {args.dir}") from None
+    files = sorted(f for folder in scan_dir(args, args.dir, recursive=False) for f in folder.files)
     summary = Summary("fix-dates")
     items = [(f, start + timedelta(seconds=i * args.increment)) for i, f in enumerate(files)]
-    progress = Progress("dating", len(items), enabled=not (args.no_progress or args.quiet))
     with Pool() as pool:
-        for r in pool.map(functools.partial(_write_time), items):
-            if isinstance(r, str):
-                summary.count("dated")
-            else:
-                summary.fail(r)
-            progress.update()
-    progress.close()
+        write_each(args, summary, pool, _write_time, items, label="dating", count="dated")
     if items:
         summary.info["first"] = items[0][1].isoformat()
         summary.info["last"] = items[-1][1].isoformat()

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..errors import UsageError
 from ..types import ImageMeta
-from ._common import Progress, Summary, add_output_options, add_timezone_option
+from ._common import add_output_options, add_timezone_option
+from ._inplace import read_dir, write_each
 
 EPILOG = """\
 examples:
@@ -135,25 +136,13 @@ def _local(t: datetime | None, tz: tzinfo | None) -> datetime | None:
 
 def run(args: argparse.Namespace) -> int:
     from ..metadata import parse_timezone
-    from ..pipeline import Pool, geotag_from_track, read_all, scan
+    from ..pipeline import Pool, geotag_from_track
 
-    try:
-        tz = parse_timezone(args.timezone)
-    except (ValueError, KeyError) as e:
-        raise UsageError(f"unknown time zone {args.timezone!r}: {e}") from None
+    tz = parse_timezone(args.timezone)
     track = load_track(args)
     assert track is not None
-    try:
-        folders = scan([args.dir])
-    except FileNotFoundError:
-        raise UsageError(f"no such folder: {args.dir}") from None
-    summary = Summary("geotag")
-    quiet = args.no_progress or args.quiet
-    n = sum(len(f.files) for f in folders)
     with Pool() as pool:
-        progress = Progress("reading", n, enabled=not quiet)
-        images, errors = read_all(folders, tz=tz, pool=pool, on_read=progress.update)
-        progress.close()
+        summary, images, errors, n = read_dir(args, "geotag", tz=tz, pool=pool)
         for err in errors:
             summary.fail(err)
         tagged, outside = geotag_from_track(
@@ -172,13 +161,6 @@ def run(args: argparse.Namespace) -> int:
             (m, _local(m.capture_time, tz) if m.capture_time != original[m.path] else None)
             for m in tagged
         ]
-        progress = Progress("writing", len(items), enabled=not quiet)
-        for r in pool.map(_write_position, items):
-            if isinstance(r, str):
-                summary.count("geotagged")
-            else:
-                summary.fail(r)
-            progress.update()
-        progress.close()
+        write_each(args, summary, pool, _write_position, items, label="writing", count="geotagged")
     summary.info["images"] = n
     return summary.emit(args)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import GeotagError, UsageError
 from ..types import ImageMeta
-from ._common import Progress, Summary, add_output_options, add_timezone_option
+from ._common import add_output_options, add_timezone_option
+from ._inplace import read_dir, usable, write_each
 
 EPILOG = """\
 examples:
@@ -54,43 +54,18 @@ def _write_heading(m: ImageMeta) -> str:
 def run(args: argparse.Namespace) -> int:
     from .. import sequence
     from ..metadata import parse_timezone
-    from ..pipeline import Pool, read_all, scan
+    from ..pipeline import Pool
 
-    try:
-        tz = parse_timezone(args.timezone)
-        folders = scan([args.dir])
-    except FileNotFoundError:
-        raise UsageError(f"no such folder: {args.dir}") from None
-    except (ValueError, KeyError) as e:
-        raise UsageError(f"unknown time zone {args.timezone!r}: {e}") from None
-    summary = Summary("interpolate-direction")
-    quiet = args.no_progress or args.quiet
-    n = sum(len(f.files) for f in folders)
+    tz = parse_timezone(args.timezone)
     with Pool() as pool:
-        progress = Progress("reading", n, enabled=not quiet)
-        images, errors = read_all(folders, tz=tz, pool=pool, on_read=progress.update)
-        progress.close()
+        summary, images, errors, _ = read_dir(args, "interpolate-direction", tz=tz, pool=pool)
+        located = usable(images, errors, hint="geotag it first")
         for err in errors:
             summary.fail(err)
-        usable = []
-        for m in images:
-            if m.capture_time is None or not m.has_position():
-                summary.fail(
-                    GeotagError(m.path, "no capture time or GPS position", hint="geotag it first")
-                )
-            else:
-                usable.append(m)
         oriented = [
             m
-            for group in sequence.group_images(usable)
+            for group in sequence.group_images(located)
             for m in sequence.interpolate_headings(group, args.offset_angle)
         ]
-        progress = Progress("writing", len(oriented), enabled=not quiet)
-        for r in pool.map(_write_heading, oriented):
-            if isinstance(r, str):
-                summary.count("updated")
-            else:
-                summary.fail(r)
-            progress.update()
-        progress.close()
+        write_each(args, summary, pool, _write_heading, oriented, label="writing", count="updated")
     return summary.emit(args)

@@ -119,10 +119,7 @@ def options_from_args(args: argparse.Namespace) -> Any:
     from ..metadata import parse_timezone
     from ..pipeline import Options
 
-    try:
-        tz = parse_timezone(args.timezone)
-    except (ValueError, KeyError) as e:
-        raise UsageError(f"unknown time zone {args.timezone!r}: {e}") from None
+    tz = parse_timezone(args.timezone)  # a bad zone raises UsageError itself
     for name in ("cutoff_distance", "duplicate_distance", "duplicate_angle", "max_speed"):
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must not be negative")

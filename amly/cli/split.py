@@ -13,8 +13,9 @@ import argparse
 import os
 import re
 
-from ..errors import FileError, GeotagError, UsageError
-from ._common import Progress, Summary, add_output_options, add_timezone_option
+from ..errors import UsageError
+from ._common import add_output_options, add_timezone_option
+from ._inplace import move, read_dir, usable
 
 EPILOG = """\
 examples:
@@ -65,41 +66,28 @@ def next_index(directory: str) -> int:
 def run(args: argparse.Namespace) -> int:
     from .. import sequence
     from ..metadata import parse_timezone
-    from ..pipeline import Pool, move_file, read_all, scan
+    from ..pipeline import Pool
 
     root = os.path.abspath(args.dir)
     if args.cutoff_distance <= 0 or (args.cutoff_time is not None and args.cutoff_time <= 0):
         raise UsageError("cutoffs must be positive")
-    try:
-        tz = parse_timezone(args.timezone)
-        folders = scan([root], recursive=False)
-    except FileNotFoundError:
-        raise UsageError(f"no such folder: {args.dir}") from None
-    except (ValueError, KeyError) as e:
-        raise UsageError(f"unknown time zone {args.timezone!r}: {e}") from None
-    summary = Summary("split")
-    n = sum(len(f.files) for f in folders)
-    progress = Progress("reading", n, enabled=not (args.no_progress or args.quiet))
+    tz = parse_timezone(args.timezone)
     with Pool() as pool:
-        images, bad = read_all(folders, tz=tz, pool=pool, on_read=progress.update)
-    progress.close()
-    usable = []
-    for m in images:
-        if m.capture_time is None or not m.has_position():
-            bad.append(GeotagError(m.path, "no capture time or GPS position", hint="left in place"))
-        else:
-            usable.append(m)
+        summary, images, bad, _ = read_dir(
+            args, "split", tz=tz, pool=pool, path=root, recursive=False
+        )
+    located = usable(images, bad, hint="left in place")
     for err in bad:
         summary.fail(err)
     cutoff_time = args.cutoff_time
     if cutoff_time is None:
-        cutoff_time = sequence.estimate_cutoff_time(usable)
+        cutoff_time = sequence.estimate_cutoff_time(located)
         summary.info["estimated_cutoff_time"] = cutoff_time
         if not args.quiet and not args.json:
             print(f"estimated cutoff time: {cutoff_time:g} s")
     seqs = [
         s
-        for group in sequence.group_images(usable)
+        for group in sequence.group_images(located)
         for s in sequence.split_sequences(
             group, cutoff_distance=args.cutoff_distance, cutoff_time=cutoff_time, max_images=None
         )
@@ -112,13 +100,8 @@ def run(args: argparse.Namespace) -> int:
         target = os.path.join(root, f"sequence_{first + k:04d}")
         folders_out.append({"folder": target, "images": len(s)})
         for m in s:
-            try:
-                move_file(m.path, os.path.join(target, os.path.basename(m.path)))
-                summary.count("moved")
-            except FileError as e:
-                summary.fail(e)
-            except OSError as e:
-                summary.fail(FileError(m.path, f"cannot move to {target}: {e}"))
+            dst = os.path.join(target, os.path.basename(m.path))
+            move(summary, m.path, dst, count="moved", where=target)
     summary.count("sequences", len(seqs))
     summary.info["cutoff_time"] = cutoff_time
     summary.info["cutoff_distance"] = args.cutoff_distance

@@ -15,9 +15,10 @@ import argparse
 import re
 from typing import Any
 
-from ..errors import FileError, GeotagError, UsageError
+from ..errors import UsageError
 from ..types import ImageMeta
-from ._common import Progress, Summary, add_output_options, add_timezone_option
+from ._common import add_output_options, add_timezone_option
+from ._inplace import read_dir, usable, write_each
 
 EPILOG = """\
 examples:
@@ -85,48 +86,23 @@ def descriptions(
 def run(args: argparse.Namespace) -> int:
     from ..description import dumps
     from ..metadata import parse_timezone
-    from ..pipeline import Pool, read_all, scan
+    from ..pipeline import Pool
 
     if args.sequence_id is not None and not SEQUENCE_ID.match(args.sequence_id):
         raise UsageError(
             f"bad sequence id {args.sequence_id!r}", hint="use letters, digits, '_' and '-'"
         )
-    try:
-        tz = parse_timezone(args.timezone)
-        folders = scan([args.dir])
-    except FileNotFoundError:
-        raise UsageError(f"no such folder: {args.dir}") from None
-    except (ValueError, KeyError) as e:
-        raise UsageError(f"unknown time zone {args.timezone!r}: {e}") from None
-    summary = Summary("tag")
-    quiet = args.no_progress or args.quiet
-    n = sum(len(f.files) for f in folders)
+    tz = parse_timezone(args.timezone)
     with Pool() as pool:
-        progress = Progress("reading", n, enabled=not quiet)
-        images, errors = read_all(folders, tz=tz, pool=pool, on_read=progress.update)
-        progress.close()
-        usable = []
-        for m in images:
-            if m.capture_time is None or not m.has_position():
-                errors.append(
-                    GeotagError(m.path, "no capture time or GPS position", hint="geotag it first")
-                )
-            else:
-                usable.append(m)
+        summary, images, errors, _ = read_dir(args, "tag", tz=tz, pool=pool)
+        located = usable(images, errors, hint="geotag it first")
         for err in errors:
             summary.fail(err)
         items = [
             (path, dumps(d))
-            for path, d in descriptions(usable, args.sequence_id, args.organization)
+            for path, d in descriptions(located, args.sequence_id, args.organization)
         ]
-        progress = Progress("tagging", len(items), enabled=not quiet)
-        for r in pool.map(_write_description, items):
-            if isinstance(r, FileError):
-                summary.fail(r)
-            else:
-                summary.count("tagged")
-            progress.update()
-        progress.close()
+        write_each(args, summary, pool, _write_description, items, label="tagging", count="tagged")
     summary.info["sequence_id"] = args.sequence_id
     summary.info["organization"] = args.organization
     return summary.emit(args)
