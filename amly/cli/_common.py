@@ -36,6 +36,17 @@ def add_timezone_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_offset_angle_option(p: argparse._ActionsContainer) -> None:
+    """``--offset-angle``: the same option (and default) wherever directions are computed."""
+    p.add_argument(
+        "--offset-angle",
+        type=float,
+        default=0.0,
+        metavar="DEG",
+        help="degrees added to every direction (camera not facing forward) [0]",
+    )
+
+
 class Progress:
     """A one-line progress bar on stderr, drawn only on a terminal and at most 10 times/s."""
 

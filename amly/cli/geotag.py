@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..types import ImageMeta
-from ._common import add_output_options, add_timezone_option
+from ._common import add_offset_angle_option, add_output_options, add_timezone_option
 from ._inplace import read_dir, write_each
 
 EPILOG = """\
@@ -46,13 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="direction = towards the next photo (default: the track's direction of travel)",
     )
-    p.add_argument(
-        "--offset-angle",
-        type=float,
-        default=0.0,
-        metavar="DEG",
-        help="degrees added to every direction (camera not facing forward) [0]",
-    )
+    add_offset_angle_option(p)
     add_timezone_option(p)
     add_output_options(p)
     p.set_defaults(func=run)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ..types import ImageMeta
-from ._common import add_output_options, add_timezone_option
+from ._common import add_offset_angle_option, add_output_options, add_timezone_option
 from ._inplace import read_dir, usable, write_each
 
 EPILOG = """\
@@ -32,13 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dir", metavar="DIR", help="folder of geotagged JPEGs (subfolders included)")
-    p.add_argument(
-        "--offset-angle",
-        type=float,
-        default=0.0,
-        metavar="DEG",
-        help="degrees added to every direction (camera not facing forward) [0]",
-    )
+    add_offset_angle_option(p)
     add_timezone_option(p)
     add_output_options(p)
     p.set_defaults(func=run)

@@ -18,7 +18,13 @@ import sys
 from typing import Any
 
 from ..errors import DuplicateError, UsageError
-from ._common import Progress, Summary, add_output_options, add_timezone_option
+from ._common import (
+    Progress,
+    Summary,
+    add_offset_angle_option,
+    add_output_options,
+    add_timezone_option,
+)
 from .geotag import add_track_options, load_track
 
 EPILOG = """\
@@ -100,13 +106,7 @@ def add_process_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="recompute every direction towards the next photo (default: only missing ones)",
     )
-    g.add_argument(
-        "--offset-angle",
-        type=float,
-        default=0.0,
-        metavar="DEG",
-        help="degrees added to every direction (camera not facing forward) [0]",
-    )
+    add_offset_angle_option(g)
     g.add_argument(
         "--skip-subfolders", action="store_true", help="only the photos directly in each DIR"
     )
