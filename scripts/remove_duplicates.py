@@ -5,14 +5,8 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if os.path.isfile(os.path.join(ROOT, "amly", "__init__.py")):
-    sys.path.insert(0, ROOT)  # run from a checkout: use its amly, installed or not
-
-from amly.cli import main  # noqa: E402
+from _legacy import run
 
 
 def build_argv(argv: list[str]) -> list[str]:
@@ -30,4 +24,4 @@ def build_argv(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main(build_argv(sys.argv[1:])))
+    run(build_argv)
