@@ -3,7 +3,8 @@
 (installed or not, from any working directory), and it exits with the verb's exit code.
 
 Each script only maps its legacy arguments to an ``amly`` command line (``build_argv``) and
-calls :func:`run`. Run on its own, this file lists the legacy scripts.
+calls :func:`run`; the download scripts share the legacy latitude-first box. Run on its
+own, this file lists the legacy scripts.
 """
 
 from __future__ import annotations
@@ -25,6 +26,17 @@ def run(build_argv: Callable[[list[str]], list[str]]) -> NoReturn:
     from amly.cli import main
 
     sys.exit(main(build_argv(sys.argv[1:])))
+
+
+def add_bbox_arguments(p: argparse.ArgumentParser) -> None:
+    """The legacy box: ``min_lat max_lat min_lon max_lon`` (latitudes first)."""
+    for name in ("min_lat", "max_lat", "min_lon", "max_lon"):
+        p.add_argument(name, type=float)
+
+
+def bbox_option(a: argparse.Namespace) -> list[str]:
+    """The legacy box as amly's ``--bbox west,south,east,north`` (``repr``: exact floats)."""
+    return ["--bbox", f"{a.min_lon!r},{a.min_lat!r},{a.max_lon!r},{a.max_lat!r}"]
 
 
 if __name__ == "__main__":

@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+from _legacy import add_bbox_arguments, bbox_option
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for name in ("min_lat", "max_lat", "min_lon", "max_lon"):
-        p.add_argument(name, type=float)
+    add_bbox_arguments(p)
     p.add_argument("max_results", type=int, nargs="?")
     p.add_argument("filter_by_user_name", nargs="?")
     p.add_argument("--out", default="mapillary_gpx")
@@ -23,8 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     args = [
         "download",
         "gpx",
-        "--bbox",
-        f"{a.min_lon!r},{a.min_lat!r},{a.max_lon!r},{a.max_lat!r}",
+        *bbox_option(a),
         "--out",
         a.out,
     ]
