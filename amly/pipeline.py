@@ -123,6 +123,21 @@ def _mp_context() -> Any:
     return multiprocessing.get_context()
 
 
+def _die_with_parent() -> None:
+    """Worker start-up: on Linux, ask the kernel to kill this worker when its parent dies,
+    so a ``kill -9`` of amly never leaves workers running (and holding its pipes open)."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        import signal
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - exotic libc
+        pass
+
+
 def _as_file_error(item: Any, e: BaseException) -> FileError:
     if isinstance(e, FileError):
         return e
@@ -180,7 +195,9 @@ class Pool:
     @property
     def executor(self) -> cf.ProcessPoolExecutor:
         if self._executor is None:
-            self._executor = cf.ProcessPoolExecutor(self.workers, mp_context=_mp_context())
+            self._executor = cf.ProcessPoolExecutor(
+                self.workers, mp_context=_mp_context(), initializer=_die_with_parent
+            )
         return self._executor
 
     def _chunks(self, items: list[T], chunk: int | None) -> Iterator[list[T]]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -247,3 +249,50 @@ def test_pool_survives_a_dying_worker() -> None:
 
     out = asyncio.run(run())
     assert out[12] == 13 and out[14] == 15 and isinstance(out[13], pipeline.FileError)
+
+
+def test_pool_workers_die_with_a_killed_parent(tmp_path: Path) -> None:
+    """``kill -9`` of amly must not leave its process-pool workers running."""
+    import signal
+    import textwrap
+    import time
+
+    script = textwrap.dedent(
+        """
+        import os, sys, time
+        from amly.pipeline import Pool
+        def slow(x):
+            time.sleep(60)
+            return x
+        if __name__ == "__main__":
+            with Pool(2) as pool:
+                futures = [pool.executor.submit(slow, i) for i in range(4)]
+                time.sleep(0.5)
+                print(" ".join(str(p) for p in pool.executor._processes), flush=True)
+                futures[0].result()
+        """
+    )
+    (tmp_path / "s.py").write_text(script)
+    proc = subprocess.Popen(
+        [sys.executable, str(tmp_path / "s.py")], stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    workers = [int(p) for p in line.split()]
+    assert len(workers) == 2
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [w for w in workers if os.path.exists(f"/proc/{w}") and _not_zombie(w)]
+    assert not alive
+
+
+def _not_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
