@@ -190,3 +190,24 @@ def test_description_entry_matches_official_schema(tmp_path) -> None:  # type: i
     assert description.validate_embedded(embedded) == []
     assert json.loads(description.dumps(embedded)) == embedded
     assert jsonschema is not None
+
+
+def test_transport_fails_fast_when_the_host_never_answers() -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def main() -> None:
+        policy = RetryPolicy(max_attempts=50, base_delay=0.001, max_delay=0.01)
+        async with Transport(
+            Endpoints.local(f"http://127.0.0.1:{port}"), Secret("t" * 20), policy=policy
+        ) as t:
+            try:
+                await t.graph_get("me")
+            finally:
+                assert t.stats["requests"] == policy.first_contact_attempts
+
+    with pytest.raises(APIError, match="cannot connect to 127.0.0.1"):
+        asyncio.run(main())

@@ -55,6 +55,7 @@ class Transport:
         self._session = session
         self._own_session = session is None
         self._sessions: dict[str, aiohttp.ClientSession] = {}
+        self._reached = False  # has any host answered yet? (see RetryPolicy.first_contact_attempts)
         #: Counters for summaries and tests: requests, retries, bytes_sent, bytes_received.
         self.stats: dict[str, int] = {
             "requests": 0,
@@ -123,7 +124,21 @@ class Transport:
         async def limited(n: int) -> T:
             await limiter.acquire()
             self.stats["requests"] += 1
-            return await attempt(n)
+            try:
+                result = await attempt(n)
+            except aiohttp.ClientConnectorError as e:
+                if not self._reached and n + 1 >= self.policy.first_contact_attempts:
+                    raise APIError(
+                        f"cannot connect to {e.host}:{e.port}: {e.os_error or e}",
+                        hint="is the server running? check --endpoint or the "
+                        "MAPILLARY_*_ENDPOINT variables, and the network",
+                    ) from e
+                raise
+            except (Retry, APIError):
+                self._reached = True  # an HTTP answer, even an error, means the host is there
+                raise
+            self._reached = True
+            return result
 
         async def retried(n: int, err: BaseException, wait: float) -> None:
             await self._on_retry(surface, n, err, wait)

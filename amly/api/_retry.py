@@ -58,6 +58,9 @@ class RetryPolicy:
     row without progress); ``max_rate_limited`` bounds consecutive rate-limit waits."""
 
     max_attempts: int = 10
+    #: Connection attempts to a host that has never answered before giving up: a wrong
+    #: endpoint or a server that is not running fails in seconds, not after the full budget.
+    first_contact_attempts: int = 3
     base_delay: float = 0.25
     max_delay: float = 30.0
     rate_limit_wait: float = 10.0
