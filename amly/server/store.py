@@ -108,6 +108,7 @@ class Store:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / "uploads").mkdir(exist_ok=True)
+        self._uploads = str(self.root / "uploads")
         (self.root / "images").mkdir(exist_ok=True)
         self.db = sqlite3.connect(
             self.root / "amly-server.sqlite3", isolation_level=None, check_same_thread=False
@@ -123,6 +124,10 @@ class Store:
     def upload_path(self, session_key: str) -> Path:
         """Where an upload session's bytes live. ``session_key`` must already be validated."""
         return self.root / "uploads" / session_key
+
+    def upload_file(self, session_key: str) -> str:
+        """:meth:`upload_path` as a string (the per-request path: no pathlib work)."""
+        return f"{self._uploads}{os.sep}{session_key}"
 
     def new_id(self) -> str:
         """A fresh numeric id, as Mapillary's ids are (digits only, never a path component)."""

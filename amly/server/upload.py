@@ -14,6 +14,7 @@ images, each validated by its embedded description.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -86,9 +87,9 @@ def _session_key(request: web.Request) -> str:
     return key
 
 
-def _size(path: Path) -> int:
+def _size(path: str) -> int:
     try:
-        return path.stat().st_size
+        return os.stat(path).st_size
     except FileNotFoundError:
         return 0
 
@@ -97,7 +98,7 @@ async def get_offset(request: web.Request) -> web.Response:
     """``GET /upload/{session_key}`` -> ``{"offset": n}`` (0 when unknown)."""
     key = _session_key(request)
     store = request.app[STORE_KEY]
-    return web.json_response({"offset": _size(store.upload_path(key))})
+    return web.json_response({"offset": _size(store.upload_file(key))})
 
 
 def _new_handle() -> str:
@@ -105,7 +106,11 @@ def _new_handle() -> str:
 
 
 async def post_chunk(request: web.Request) -> web.Response:
-    """``POST /upload/{session_key}`` with ``Offset``: append the body; a handle once complete."""
+    """``POST /upload/{session_key}`` with ``Offset``: append the body; a handle once complete.
+
+    One SQLite write per POST (after the body, with the outcome), and the body goes to disk,
+    fsynced, in one worker call before the answer: a handle always names bytes on disk.
+    """
     key = _session_key(request)
     app = request.app
     store, stats = app[STORE_KEY], app[STATS_KEY]
@@ -120,10 +125,10 @@ async def post_chunk(request: web.Request) -> web.Response:
     user = request[USER_KEY]
     if user is None:
         return upload_error(403, "NotAuthorizedError", "uploads need a user access token")
-    path = store.upload_path(key)
+    path = store.upload_file(key)
     async with _lock(app, key):
         row = store.db.execute(
-            "SELECT received, total, handle, user_id FROM uploads WHERE session_key = ?", (key,)
+            "SELECT total, handle FROM uploads WHERE session_key = ?", (key,)
         ).fetchone()
         received = _size(path)
         if offset != received:
@@ -135,94 +140,148 @@ async def post_chunk(request: web.Request) -> web.Response:
                 retriable=True,
                 offset=received,
             )
-        if row is None:
-            store.db.execute(
-                "INSERT INTO uploads (session_key, user_id, received, total, created_at) "
-                "VALUES (?, ?, 0, ?, ?)",
-                (key, user["id"], total_n, time.time()),
-            )
-        elif total_n is not None and row["total"] != total_n:
-            store.db.execute("UPDATE uploads SET total = ? WHERE session_key = ?", (total_n, key))
         handle = row["handle"] if row else None
         if handle is not None:
             # complete: the same bytes again (nothing past the end) give the same handle
-            if await request.content.read(1):
+            try:
+                extra = await request.content.read(1)
+            except ConnectionError:
+                return web.Response(status=400)  # the client went away; nobody reads it
+            if extra:
                 return upload_error(409, "UploadCompleteError", "upload already complete")
             return web.json_response({"h": handle})
-        added, dropped = await _receive(request, path, key)
-        received += added
-        store.db.execute("UPDATE uploads SET received = ? WHERE session_key = ?", (received, key))
-        if dropped:
+        expect_md5 = _MD5_JPG_RE.match(key)
+        got = await _receive(request, path, key, hash_from_start=bool(expect_md5) and not received)
+        received += got.added
+        problem = None
+        if got.dropped or got.disconnected or (total_n is not None and received < total_n):
+            pass  # incomplete: kept for resumption
+        elif total_n is not None and received > total_n:
+            problem = ("EntityLengthError", "more bytes than X-Entity-Length")
+        elif expect_md5:
+            digest = got.md5 or await asyncio.get_running_loop().run_in_executor(
+                None, _md5_file, path
+            )
+            if digest != expect_md5.group(1):
+                problem = (
+                    "InvalidChecksumError",
+                    f"md5 of the received bytes is {digest}, the session key says "
+                    f"{expect_md5.group(1)}",
+                )
+        complete = not (got.dropped or got.disconnected or problem) and (
+            total_n is None or received == total_n
+        )
+        if problem:
+            _discard(store, key, path)
+            return upload_error(400, *problem)
+        handle = _new_handle() if complete else None
+        store.db.execute(
+            "INSERT INTO uploads (session_key, user_id, received, total, handle, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (session_key) DO UPDATE SET "
+            "received = excluded.received, total = COALESCE(excluded.total, total), "
+            "handle = excluded.handle",
+            (key, user["id"], received, total_n, handle, time.time()),
+        )
+        if got.dropped:
             stats.dropped += 1
             assert request.transport is not None
             request.transport.abort()
             # nothing reaches the client; aiohttp drops the unwritable response quietly
             return web.Response(status=500)
-        if total_n is not None and received < total_n:
+        if got.disconnected:
+            log.debug("upload %s: client went away at offset %d", key, received)
+            return web.Response(status=400)  # nobody reads it
+        if handle is None:
             return web.json_response({"offset": received})
-        if total_n is not None and received > total_n:
-            _discard(store, key, path)
-            return upload_error(400, "EntityLengthError", "more bytes than X-Entity-Length")
-        problem = await _check_complete(key, path)
-        if problem:
-            _discard(store, key, path)
-            return upload_error(400, "InvalidChecksumError", problem)
-        handle = _new_handle()
-        store.db.execute("UPDATE uploads SET handle = ? WHERE session_key = ?", (handle, key))
         stats.uploads_completed += 1
         return web.json_response({"h": handle})
 
 
-async def _receive(request: web.Request, path: Path, key: str) -> tuple[int, bool]:
-    """Stream the body onto the end of ``path``; returns (bytes kept, dropped by a fault).
+#: Bodies up to this size are held in memory and written in one worker call; beyond it,
+#: buffered bytes are written as they arrive (a big video never sits in memory).
+_BUFFER = 4 * 1024 * 1024
 
-    Whatever arrived before the client went away is kept (fsynced), as resumption needs.
+
+@dataclass
+class _Received:
+    added: int  # bytes appended (and fsynced)
+    dropped: bool  # cut by the drop_after_bytes fault
+    disconnected: bool  # the client went away mid-body
+    md5: str | None  # of the whole file, when asked for and it all came in this POST
+
+
+async def _receive(
+    request: web.Request, path: str, key: str, *, hash_from_start: bool
+) -> _Received:
+    """Stream the body onto the end of ``path``, fsynced before returning.
+
+    Whatever arrived before the client went away is kept, as resumption needs; a client
+    going away is normal (a retry or a resume follows), so it is a result, not an error.
     """
     app = request.app
     stats, faults = app[STATS_KEY], app[FAULTS_KEY]
     limit = faults.drop_after_bytes
-    added = 0
+    h = hashlib.md5() if hash_from_start else None
+    pending: list[bytes] = []
+    pending_n = added = 0
     dropped = False
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd: int | None = None
+    loop = asyncio.get_running_loop()
     try:
         async for chunk in request.content.iter_chunked(256 * 1024):
             if limit is not None and added + len(chunk) > limit:
                 chunk = chunk[: max(0, int(limit) - added)]
                 dropped = True
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(fd, view) :]
+            pending.append(chunk)
+            pending_n += len(chunk)
             added += len(chunk)
             stats.bytes_received += len(chunk)
             stats.bytes_by_key[key] += len(chunk)
             if dropped:
                 break
+            if pending_n >= _BUFFER:
+                if fd is None:
+                    fd = await loop.run_in_executor(None, _open_append, path)
+                await loop.run_in_executor(None, _write_all, fd, pending, h)
+                pending, pending_n = [], 0
+    except ConnectionError:
+        _write_and_close(fd, path, pending, None)  # keep what arrived (synchronously: rare)
+        return _Received(added, dropped, True, None)
     except BaseException:
-        _sync_close(fd)  # keep what arrived: the client resumes from here
+        _write_and_close(fd, path, pending, None)
         raise
-    await asyncio.get_running_loop().run_in_executor(None, _sync_close, fd)
-    return added, dropped
+    if pending or fd is not None:
+        await loop.run_in_executor(None, _write_and_close, fd, path, pending, h)
+    else:
+        _write_and_close(None, path, [], None)  # an empty body still creates the session
+    return _Received(added, dropped, False, h.hexdigest() if h is not None else None)
 
 
-def _sync_close(fd: int) -> None:
+def _open_append(path: str) -> int:
+    return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+
+def _write_all(fd: int, chunks: list[bytes], h: Any) -> None:
+    for chunk in chunks:
+        if h is not None:
+            h.update(chunk)
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+def _write_and_close(fd: int | None, path: str, chunks: list[bytes], h: Any) -> None:
+    """Append ``chunks`` (opening ``path`` if ``fd`` is None), fsync, close."""
+    if fd is None:
+        fd = _open_append(path)
     try:
+        _write_all(fd, chunks, h)
         os.fsync(fd)
     finally:
         os.close(fd)
 
 
-async def _check_complete(key: str, path: Path) -> str | None:
-    """For content-addressed keys, the problem with the completed file (None when fine)."""
-    m = _MD5_JPG_RE.match(key)
-    if not m:
-        return None
-    digest = await asyncio.get_running_loop().run_in_executor(None, _md5_file, path)
-    if digest != m.group(1):
-        return f"md5 of the received bytes is {digest}, the session key says {m.group(1)}"
-    return None
-
-
-def _md5_file(path: Path) -> str:
+def _md5_file(path: str | Path) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
         while block := f.read(1 << 20):
@@ -230,8 +289,9 @@ def _md5_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _discard(store: Store, key: str, path: Path) -> None:
-    path.unlink(missing_ok=True)
+def _discard(store: Store, key: str, path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
     store.db.execute("DELETE FROM uploads WHERE session_key = ?", (key,))
 
 
