@@ -105,15 +105,30 @@ def default_token(store: Store, token: str | None = None) -> str:
     return str(row["token"]) if row else add_token(store, user_id)
 
 
+#: Known tokens cached at most (unknown ones are never cached: random tokens cannot fill it).
+TOKEN_CACHE_SIZE = 4096
+
+
 def user_for_token(store: Store, token: str) -> dict[str, Any] | None:
-    row = store.db.execute(
-        "SELECT u.id, u.username, t.expires FROM tokens t JOIN users u ON u.id = t.user_id "
-        "WHERE t.token = ?",
-        (token,),
-    ).fetchone()
-    if row is None or (row["expires"] is not None and row["expires"] < time.time()):
+    """``{"id", "username"}`` of a valid user token, else None. Cached per :class:`Store`
+    (every request asks; the cache is emptied whenever tokens or users change)."""
+    cache = store.valid_token_cache()
+    hit = cache.get(token)
+    if hit is None:
+        row = store.db.execute(
+            "SELECT u.id, u.username, t.expires FROM tokens t JOIN users u ON u.id = t.user_id "
+            "WHERE t.token = ?",
+            (token,),
+        ).fetchone()
+        if row is None:
+            return None
+        hit = ({"id": row["id"], "username": row["username"]}, row["expires"])
+        if len(cache) < TOKEN_CACHE_SIZE:
+            cache[token] = hit
+    user, expires = hit
+    if expires is not None and expires < time.time():
         return None
-    return {"id": row["id"], "username": row["username"]}
+    return dict(user)
 
 
 def client_tokens() -> frozenset[str]:

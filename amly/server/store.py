@@ -117,6 +117,31 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        # Who a token belongs to is cached (amly.server.auth); any change to tokens or users
+        # through this connection bumps _auth_changes, one by another connection shows in
+        # PRAGMA data_version, and either empties the cache.
+        self._auth_changes = 0
+        self.token_cache: dict[str, tuple[dict[str, str], float | None]] = {}
+        self._token_cache_stamp: tuple[int, int] | None = None
+        self.db.create_function("amly_auth_changed", 0, self._auth_changed)
+        for table in ("tokens", "users"):
+            for op in ("INSERT", "UPDATE", "DELETE"):
+                self.db.execute(
+                    f"CREATE TEMP TRIGGER IF NOT EXISTS amly_{table}_{op.lower()} AFTER {op} "
+                    f"ON main.{table} BEGIN SELECT amly_auth_changed(); END"
+                )
+
+    def _auth_changed(self) -> None:
+        self._auth_changes += 1
+
+    def valid_token_cache(self) -> dict[str, tuple[dict[str, str], float | None]]:
+        """:attr:`token_cache`, emptied first if tokens or users changed since it was filled."""
+        (data_version,) = self.db.execute("PRAGMA data_version").fetchone()
+        stamp = (self._auth_changes, data_version)
+        if stamp != self._token_cache_stamp:
+            self.token_cache.clear()
+            self._token_cache_stamp = stamp
+        return self.token_cache
 
     def close(self) -> None:
         self.db.close()
