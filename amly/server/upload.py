@@ -313,8 +313,11 @@ class _Image:
     height: int | None
 
 
-def _load_image(path: Path, what: str, *, staged: bool = False) -> _Image:
-    """Read and validate one image's embedded description (header-only EXIF read)."""
+def _load_image(path: Path, what: str, *, staged: bool = False, md5: str | None = None) -> _Image:
+    """Read and validate one image's embedded description (header-only EXIF read).
+
+    ``md5``: already known (a ``mly_tools_<md5>.jpg`` upload was checked when it completed),
+    so the file is not hashed again."""
     try:
         meta = read_image(path)
     except MetadataError as e:
@@ -328,12 +331,13 @@ def _load_image(path: Path, what: str, *, staged: bool = False) -> _Image:
     problems = validate_embedded(desc)
     if problems:
         raise BadUpload(f"{what}: invalid description: {'; '.join(problems)}")
-    md5 = _md5_file(path)
+    md5 = md5 or _md5_file(path)
     return _Image(path, staged, desc, meta.description, md5, meta.width, meta.height)
 
 
-def _manifest_sources(store: Store, path: Path) -> list[Path]:
-    """The upload files named by a manifest, in order (on the loop thread: it reads the DB)."""
+def _manifest_sources(store: Store, path: Path) -> list[tuple[Path, str | None]]:
+    """The upload files named by a manifest, in order, each with its md5 when its session key
+    names it (on the loop thread: it reads the DB)."""
     if path.stat().st_size > MAX_MANIFEST_BYTES:
         raise BadUpload("manifest too large")
     try:
@@ -347,17 +351,27 @@ def _manifest_sources(store: Store, path: Path) -> list[Path]:
         raise BadUpload("the manifest needs upload_type 'images' and version '1'")
     if not isinstance(handles, list) or not handles or not all(isinstance(h, str) for h in handles):
         raise BadUpload("image_handles must be a non-empty list of file handles")
-    sources = []
+    keys: dict[str, str] = {}
+    unique = list(dict.fromkeys(handles))
+    for at in range(0, len(unique), 500):  # under SQLite's bound-parameter limit
+        batch = unique[at : at + 500]
+        marks = ",".join("?" * len(batch))
+        for row in store.db.execute(
+            f"SELECT handle, session_key FROM uploads WHERE handle IN ({marks})", batch
+        ):
+            keys[row["handle"]] = row["session_key"]
+    sources: list[tuple[Path, str | None]] = []
     for i, h in enumerate(handles):
-        row = store.db.execute("SELECT session_key FROM uploads WHERE handle = ?", (h,)).fetchone()
-        if row is None:
+        key = keys.get(h)
+        if key is None:
             raise BadUpload(f"image_handles[{i}]: unknown or incomplete file handle {h!r}")
-        sources.append(store.upload_path(row["session_key"]))
+        m = _MD5_JPG_RE.match(key)
+        sources.append((store.upload_path(key), m.group(1) if m else None))
     return sources
 
 
-def _load_images(sources: list[Path]) -> list[_Image]:
-    return [_load_image(p, f"image_handles[{i}]") for i, p in enumerate(sources)]
+def _load_images(sources: list[tuple[Path, str | None]]) -> list[_Image]:
+    return [_load_image(p, f"image_handles[{i}]", md5=md5) for i, (p, md5) in enumerate(sources)]
 
 
 def _images_of_zip(store: Store, path: Path) -> list[_Image]:
@@ -461,7 +475,18 @@ async def finish_upload(request: web.Request) -> web.Response:
         except BadUpload as e:
             return graph_error(400, str(e), code=100, user_title="Invalid upload", user_msg=str(e))
         try:
-            cluster_id = _create_cluster(store, user["id"], file_type, handle, org, images)
+            cluster_id, seq_id = store.new_id(), _sequence_id()
+            org_s = str(org) if org is not None else None
+            rows = await loop.run_in_executor(
+                None, _image_rows, store, images, seq_id, user["id"], org_s
+            )
+            try:
+                _create_cluster(
+                    store, cluster_id, seq_id, user["id"], file_type, handle, org_s, rows
+                )
+            except BaseException:
+                _unstage([store.root / r[_PATH] for r in rows])
+                raise
         finally:
             _unstage([im.path for im in images if im.staged])
         stats.clusters += 1
@@ -469,41 +494,22 @@ async def finish_upload(request: web.Request) -> web.Response:
         return web.json_response({"cluster_id": cluster_id})
 
 
-def _create_cluster(
-    store: Store,
-    user_id: str,
-    file_type: str,
-    handle: str,
-    org: int | str | None,
-    images: list[_Image],
-) -> str:
-    now = time.time()
-    cluster_id, seq_id = store.new_id(), _sequence_id()
-    org_s = str(org) if org is not None else None
-    placed = []
-    db = store.db
-    db.execute("BEGIN")
+_PATH = 15  # index of ``path`` in an images row
+
+
+def _image_rows(
+    store: Store, images: list[_Image], seq_id: str, user_id: str, org_s: str | None
+) -> list[tuple[Any, ...]]:
+    """Place each image at ``images/<id>.jpg`` and build its ``images`` row (in a worker:
+    file work and parsing stay off the loop). Undoes the placing if any fails."""
+    rows: list[tuple[Any, ...]] = []
     try:
-        db.execute(
-            "INSERT INTO clusters (id, user_id, file_type, file_handle, organization_id, "
-            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (cluster_id, user_id, file_type, handle, org_s, now),
-        )
-        db.execute(
-            "INSERT INTO sequences (id, cluster_id, user_id, organization_id, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (seq_id, cluster_id, user_id, org_s, now),
-        )
         for i, im in enumerate(images):
             d = im.description
             image_id = store.new_id()
             rel = _place(store, im, image_id)
-            placed.append(store.root / rel)
             heading = (d.get("MAPCompassHeading") or {}).get("TrueHeading")
-            db.execute(
-                "INSERT INTO images (id, sequence_id, seq_index, user_id, organization_id, "
-                "captured_at, lon, lat, altitude, compass_angle, make, model, width, height, "
-                "md5, path, description) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows.append(
                 (
                     image_id,
                     seq_id,
@@ -522,15 +528,49 @@ def _create_cluster(
                     im.md5,
                     rel,
                     im.raw_description,
-                ),
+                )
             )
+    except BaseException:
+        _unstage([store.root / r[_PATH] for r in rows])
+        raise
+    return rows
+
+
+def _create_cluster(
+    store: Store,
+    cluster_id: str,
+    seq_id: str,
+    user_id: str,
+    file_type: str,
+    handle: str,
+    org_s: str | None,
+    rows: list[tuple[Any, ...]],
+) -> None:
+    """The cluster, its sequence and its images in one transaction."""
+    now = time.time()
+    db = store.db
+    db.execute("BEGIN")
+    try:
+        db.execute(
+            "INSERT INTO clusters (id, user_id, file_type, file_handle, organization_id, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (cluster_id, user_id, file_type, handle, org_s, now),
+        )
+        db.execute(
+            "INSERT INTO sequences (id, cluster_id, user_id, organization_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (seq_id, cluster_id, user_id, org_s, now),
+        )
+        db.executemany(
+            "INSERT INTO images (id, sequence_id, seq_index, user_id, organization_id, "
+            "captured_at, lon, lat, altitude, compass_angle, make, model, width, height, "
+            "md5, path, description) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            rows,
+        )
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
-        for p in placed:
-            p.unlink(missing_ok=True)
         raise
-    return cluster_id
 
 
 def add_routes(app: web.Application) -> None:
