@@ -24,6 +24,10 @@ from .responses import graph_error, graph_error_body, search_timeout, upload_err
 ADMIN_PREFIX = "/_amly/"
 
 
+#: The faults the middleware applies to every request.
+_PER_REQUEST = ("latency_ms", "error_rate", "rate_limit_every")
+
+
 @dataclasses.dataclass
 class Faults:
     """What goes wrong, and how often. All off by default.
@@ -45,6 +49,8 @@ class Faults:
     >>> f = Faults(rate_limit_every=3)
     >>> [f.count_request() for _ in range(6)]
     [False, False, True, False, False, True]
+    >>> Faults().quiet, f.quiet  # quiet: the per-request middleware has nothing to inject
+    (True, False)
     """
 
     latency_ms: float = 0.0
@@ -59,12 +65,18 @@ class Faults:
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.seed)
+        self.latency_ms = self.latency_ms  # sets quiet
 
     def __setattr__(self, name: str, value: Any) -> None:
         super().__setattr__(name, value)
         if name == "seed":
             super().__setattr__("_rng", random.Random(value))
             super().__setattr__("_count", 0)
+        if name in _PER_REQUEST:
+            super().__setattr__("quiet", not any(getattr(self, k, 0) for k in _PER_REQUEST))
+
+    #: No per-request fault is on (kept by ``__setattr__``).
+    quiet: bool = dataclasses.field(init=False, default=True, repr=False, compare=False)
 
     FIELDS = (
         "latency_ms",
@@ -165,12 +177,18 @@ def maybe_search_timeout(request: web.Request) -> web.Response | None:
 @web.middleware
 async def fault_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Counts every request and applies latency, rate limiting and 5xx errors."""
-    stats = request.app[STATS_KEY]
+    app = request.app
+    stats, faults = app[STATS_KEY], app[FAULTS_KEY]
     stats.requests += 1
     route = request.match_info.route.resource
     stats.by_route[route.canonical if route is not None else "?"] += 1
     try:
-        resp = await _inject(request, handler)
+        if faults.quiet:  # nothing to inject: only count (the rate-limit pattern's place)
+            if not request.path.startswith(ADMIN_PREFIX):
+                faults._count += 1
+            resp = await handler(request)
+        else:
+            resp = await _inject(request, handler)
     except web.HTTPException as e:
         stats.by_status[e.status] += 1
         raise
