@@ -89,6 +89,14 @@ class Server:
             con.close()
         return int(c), int(i)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the server process has used so far (Linux /proc)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
@@ -113,7 +121,9 @@ def run_one(
         os.environ.clear()
         os.environ.update({k: v.replace("{URL}", srv.url) for k, v in env.items()})
         full = [c.replace("{URL}", srv.url) for c in cmd]
+        cpu0 = srv.cpu_seconds()
         r = measure_fresh(full)
+        r["server_cpu_s"] = srv.cpu_seconds() - cpu0
         os.environ.clear()
         os.environ.update(old)
         r["arrived"] = srv.counts()
@@ -131,6 +141,7 @@ def summarise(rs: list[dict[str, Any]], n: int) -> dict[str, Any]:
         "seconds": round(secs, 2),
         "images_per_s": round(n / secs, 1),
         "tree_rss_mb": round(max(r["tree_rss_kb"] for r in rs) / 1024, 1),
+        "server_ms_per_img": round(statistics.median(r["server_cpu_s"] for r in rs) / n * 1000, 2),
         "ok": all(r["ok"] for r in rs),
         "arrived": rs[-1]["arrived"],
     }
@@ -196,8 +207,9 @@ def compare_table(rows: list[dict[str, Any]], size: tuple[int, int]) -> str:
         f"JPEG size {size[0]}x{size[1]}",
         "",
         "| images (sequences) | latency | amly s | amly img/s | mapillary_tools s "
-        "| mapillary_tools img/s | ratio | amly RSS MB | mapillary_tools RSS MB | checked |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| mapillary_tools img/s | ratio | amly RSS MB | mapillary_tools RSS MB "
+        "| server CPU ms/img (amly / mt) | checked |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         a, m = r["amly"], r["mapillary_tools"]
@@ -205,7 +217,8 @@ def compare_table(rows: list[dict[str, Any]], size: tuple[int, int]) -> str:
         lines.append(
             f"| {r['images']:,} ({r['sequences']}) | {r['latency_ms']:g} ms | {a['seconds']} "
             f"| {a['images_per_s']:,.0f} | {m['seconds']} | {m['images_per_s']:,.0f} "
-            f"| **{r['ratio']}x** | {a['tree_rss_mb']} | {m['tree_rss_mb']} | {ok} |"
+            f"| **{r['ratio']}x** | {a['tree_rss_mb']} | {m['tree_rss_mb']} "
+            f"| {a['server_ms_per_img']} / {m['server_ms_per_img']} | {ok} |"
         )
     return "\n".join(lines)
 
