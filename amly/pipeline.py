@@ -471,27 +471,39 @@ def geotag_from_track(
     """Give each image the track position at its (camera time + offset); images outside the
     track or in a gap become :class:`OutsideTrackError`. Pure; returns new records.
 
-    ``use_gpx_start_time`` first shifts all images so the earliest one is at the track's start
-    (as mapillary_tools' ``--interpolation_use_gpx_start_time``), then ``offset_time`` applies.
-    The capture time becomes the corrected (GPS clock) time, as mapillary_tools does.
+    The lookup starts from the camera clock (``camera_time``; ``capture_time`` only for a
+    photo without one), never from a GPS stamp an earlier geotagging wrote: so geotagging
+    again with the same offset gives the same result instead of adding the offset twice.
+    ``use_gpx_start_time`` first shifts all images so the earliest camera time is at the
+    track's start (as mapillary_tools' ``--interpolation_use_gpx_start_time``), then
+    ``offset_time`` applies. The capture time becomes the corrected (GPS clock) time, as
+    mapillary_tools does; ``camera_time`` stays as read.
+
+    >>> from datetime import datetime, timezone
+    >>> t0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    >>> track = [[Point(t0, 0.0, 0.0), Point(t0 + timedelta(seconds=10), 0.0, 0.001)]]
+    >>> m = ImageMeta("a.jpg", capture_time=t0 + timedelta(hours=1), camera_time=t0)
+    >>> [(i.lon, i.capture_time.second) for i in geotag_from_track([m], track, offset_time=5)[0]]
+    [(0.0005, 5)]
     """
     from . import geo
 
     ok: list[ImageMeta] = []
     bad: list[FileError] = []
-    timed = [m for m in images if m.capture_time is not None]
-    for m in images:
-        if m.capture_time is None:
+    timed = [(m, m.camera_time or m.capture_time) for m in images]
+    for m, t in timed:
+        if t is None:
             bad.append(GeotagError(m.path, "no capture time to look up in the track"))
     segs = [s for s in segments if s]
     shift = timedelta(seconds=offset_time)
-    if use_gpx_start_time and timed and segs:
-        track_start = min(s[0].time for s in segs)
-        first = min(m.capture_time for m in timed if m.capture_time is not None)
-        shift += track_start - first
-    for m in timed:
-        assert m.capture_time is not None
-        t = m.capture_time + shift
+    if use_gpx_start_time and segs:
+        times = [t for _, t in timed if t is not None]
+        if times:
+            shift += min(s[0].time for s in segs) - min(times)
+    for m, cam in timed:
+        if cam is None:
+            continue
+        t = cam + shift
         try:
             p = geo.locate(segs, t, max_gap=max_gap)
         except (geo.OutsideTrack, geo.InGap) as e:

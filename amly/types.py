@@ -46,6 +46,10 @@ class ImageMeta:
     filesize: int = 0
     description: str | None = None
     """The raw EXIF ImageDescription (may hold an earlier Mapillary description)."""
+    camera_time: datetime | None = None
+    """The camera clock's own record (DateTimeOriginal, else DateTimeDigitized/DateTime),
+    whatever the GPS stamp says. ``capture_time`` prefers the GPS clock; a track lookup uses
+    this one, so geotagging with a clock offset can be rerun without adding it twice."""
 
     def has_position(self) -> bool:
         return self.lat is not None and self.lon is not None

@@ -242,3 +242,89 @@ def test_geotag_from_nmea(tmp_path: Path) -> None:
     assert code == 0 and summary["counts"]["geotagged"] == len(photos)
     for t, pt in zip(exiftool(*photos), pts, strict=True):
         assert abs(t["GPSLatitude"] - pt.lat) < 1e-6 and abs(t["GPSLongitude"] - pt.lon) < 1e-6
+
+
+def _snapshot(paths: list[Path]) -> dict[Path, tuple[bytes, int, int]]:
+    """Bytes, inode and mtime of each file: an atomic rewrite changes the inode even when it
+    writes the same bytes."""
+    out = {}
+    for p in paths:
+        st = p.stat()
+        out[p] = (p.read_bytes(), st.st_ino, st.st_mtime_ns)
+    return out
+
+
+def test_geotag_rerun_same_offset_is_idempotent(tmp_path: Path) -> None:
+    from amly.description import format_capture_time
+    from amly.metadata import read_image
+
+    pts = drive(20, stop_at=None, park_at=None)
+    # The camera clock is 7.25 s behind GPS and we say 7.75: every photo falls 0.5 s after
+    # its fix, halfway to the next one; the last one after the track's end.
+    photos = write_drive(tmp_path / "p", pts, geotag=False, clock_offset=-7.25)
+    gpx = tmp_path / "t.gpx"
+    gpx.write_text(synth.gpx_text(pts))
+    camera = exiftool(*photos)
+    args = ("geotag", tmp_path / "p", "--gpx", gpx, "--offset-time", "7.75")
+    code, summary = amly_json(*args)
+    assert code == 1 and failed_files(summary) == {photos[-1].name}
+    first = _snapshot(photos)
+    first_tags = exiftool(*photos)
+    code, summary = amly_json(*args)
+    assert code == 1 and summary["counts"]["geotagged"] == len(photos) - 1
+    assert _snapshot(photos) == first  # nothing rewritten: same bytes, same inode and mtime
+    assert exiftool(*photos) == first_tags
+    for tags, cam, p, a, b in zip(
+        first_tags[:-1], camera[:-1], photos[:-1], pts[:-1], pts[1:], strict=True
+    ):
+        # at camera time + offset on the track (halfway between two fixes), not + 2x offset
+        assert abs(tags["GPSLatitude"] - (a.lat + b.lat) / 2) < 1e-7, p.name
+        assert abs(tags["GPSLongitude"] - (a.lon + b.lon) / 2) < 1e-7, p.name
+        # the camera's record is kept; the GPS stamp holds the corrected time (UTC)
+        for key in ("DateTimeOriginal", "SubSecTimeOriginal"):
+            assert tags[key] == cam[key], (p.name, key)
+        true = a.time + timedelta(seconds=0.5)
+        assert tags["GPSDateStamp"] == true.strftime("%Y:%m:%d")
+        assert abs(float(tags["GPSTimeStamp"].split(":")[2]) - true.second - 0.5) < 1e-6
+        m = read_image(p, tz=timezone.utc)
+        assert m.camera_time == a.time - timedelta(seconds=7.25) and m.capture_time == true
+    # `amly process` without the track takes the corrected times (GPS stamp first)
+    desc = tmp_path / "d.json"
+    res = amly("process", tmp_path / "p", "--desc-path", desc, "-q", "--timezone", "UTC")
+    assert res.returncode == 1 and photos[-1].name in res.stderr  # the ungeotagged last one
+    entries = {os.path.basename(e["filename"]): e for e in json.loads(desc.read_text())}
+    for p, a in zip(photos[:-1], pts[:-1], strict=True):
+        e = entries[p.name]
+        if "error" not in e:  # (a duplicate may be left out)
+            assert e["MAPCaptureTime"] == format_capture_time(a.time + timedelta(seconds=0.5))
+    assert sum("error" not in e for e in entries.values()) >= len(photos) - 2
+    # another offset replaces the first one instead of adding to it: now exactly on the fixes
+    code, _ = amly_json("geotag", tmp_path / "p", "--gpx", gpx, "--offset-time", "7.25")
+    assert code == 0
+    for tags, a in zip(exiftool(*photos), pts, strict=True):
+        assert abs(tags["GPSLatitude"] - a.lat) < 1e-7 and abs(tags["GPSLongitude"] - a.lon) < 1e-7
+    # and `amly process --gpx` with that offset agrees with the geotagged files
+    res = amly(
+        "process", tmp_path / "p", "--desc-path", desc, "-q", "--gpx", gpx, "--offset-time", "7.25"
+    )
+    assert res.returncode == 0, res.stderr
+    for e in json.loads(desc.read_text()):
+        if "error" not in e:
+            a = pts[photos.index(Path(e["filename"]))]
+            assert e["MAPCaptureTime"] == format_capture_time(a.time)
+            assert abs(e["MAPLatitude"] - a.lat) < 1e-7
+
+
+def test_geotag_rerun_with_gpx_start_time_is_idempotent(tmp_path: Path) -> None:
+    pts = drive(10, stop_at=None, park_at=None)
+    photos = write_drive(tmp_path / "p", pts, geotag=False, clock_offset=-3600.0)
+    gpx = tmp_path / "t.gpx"
+    gpx.write_text(synth.gpx_text(pts))
+    args = ("geotag", tmp_path / "p", "--gpx", gpx, "--use-gpx-start-time")
+    assert amly_json(*args)[0] == 0
+    first = _snapshot(photos)
+    assert amly_json(*args)[0] == 0
+    assert _snapshot(photos) == first
+    for tags, a in zip(exiftool(*photos), pts, strict=True):
+        assert abs(tags["GPSLatitude"] - a.lat) < 1e-7 and abs(tags["GPSLongitude"] - a.lon) < 1e-7
+        assert tags["GPSTimeStamp"] == a.time.strftime("%H:%M:%S")

@@ -1,16 +1,20 @@
 """``amly geotag``: write positions from a GPX or NMEA track into photos, in place.
 
-Each photo's camera time (plus ``--offset-time``) is looked up in the track; latitude,
-longitude, altitude and the direction of travel are written losslessly (only the EXIF segment
-changes). With ``--offset-time``/``--use-gpx-start-time`` the capture time is corrected
-too (so run it once per offset). Photos taken before or after the track, or inside a hole in it longer than
-``--max-gap``, are reported and left untouched.
+Each photo's camera time (DateTimeOriginal, plus ``--offset-time``) is looked up in the
+track; latitude, longitude, altitude, the direction of travel and the GPS date/time stamp
+(the corrected time, in UTC) are written losslessly (only the EXIF segment changes). The
+camera's own DateTimeOriginal is never rewritten: it stays what the lookup starts from, so
+running the same command again gives the same files (photos already right are not
+rewritten), and a different ``--offset-time`` replaces the earlier one instead of adding
+to it. Readers that prefer the GPS stamp, as ``amly process`` and mapillary_tools do, get
+the corrected capture time. Photos taken before or after the track, or inside a hole in it
+longer than ``--max-gap``, are reported and left untouched.
 """
 
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, tzinfo
+from datetime import datetime
 from typing import Any
 
 from ..errors import UsageError
@@ -23,6 +27,8 @@ examples:
   amly geotag photos/ --gpx track.gpx
   # the camera clock is 12.5 s behind the GPS clock
   amly geotag photos/ --gpx track.gpx --offset-time 12.5
+  # rerunning it changes nothing; a new offset replaces 12.5 (DateTimeOriginal is kept)
+  amly geotag photos/ --gpx track.gpx --offset-time 13
   # point each photo at the next one instead of the track's direction, camera looks left
   amly geotag photos/ --nmea log.nmea --interpolate-direction --offset-angle 270
 
@@ -100,10 +106,23 @@ def load_track(args: argparse.Namespace) -> list[list[Any]] | None:
 
 
 def _write_position(item: tuple[ImageMeta, datetime | None]) -> str:
-    from ..metadata import update_exif
+    """Write one photo's position (and GPS stamp); a photo that already holds exactly these
+    values is left alone (no rewrite, same bytes and mtime), which makes reruns free."""
+    from .._atomic import atomic_write
+    from ..errors import MetadataError
+    from ..metadata import set_exif_bytes
 
-    m, corrected = item
-    update_exif(m.path, capture_time=corrected, lat=m.lat, lon=m.lon, alt=m.alt, heading=m.heading)
+    m, stamp = item
+    try:
+        with open(m.path, "rb") as f:
+            old = f.read()
+    except OSError as e:
+        raise MetadataError(m.path, f"cannot read the file: {e.strerror}") from None
+    new = set_exif_bytes(
+        old, lat=m.lat, lon=m.lon, alt=m.alt, heading=m.heading, gps_time=stamp, name=m.path
+    )
+    if new != old:
+        atomic_write(m.path, new)
     return m.path
 
 
@@ -119,13 +138,6 @@ def _directions(images: list[ImageMeta], args: argparse.Namespace) -> list[Image
         else:
             out.extend(group)
     return out
-
-
-def _local(t: datetime | None, tz: tzinfo | None) -> datetime | None:
-    """``t`` in the zone the photos' times are read in (the camera's), for DateTimeOriginal."""
-    if t is None:
-        return None
-    return t.astimezone(tz) if tz is not None else t.astimezone()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,12 +161,10 @@ def run(args: argparse.Namespace) -> int:
         for err in outside:
             summary.fail(err)
         tagged = _directions(tagged, args)
-        # A clock offset corrects the capture time too, so time and position agree.
-        original = {m.path: m.capture_time for m in images}
-        items = [
-            (m, _local(m.capture_time, tz) if m.capture_time != original[m.path] else None)
-            for m in tagged
-        ]
+        # The GPS stamp gets the corrected time (what readers take as capture time); a photo
+        # without a camera time was looked up by its GPS stamp, which therefore stays as it
+        # is (rewriting it would move the next run's lookup).
+        items = [(m, m.capture_time if m.camera_time is not None else None) for m in tagged]
         write_each(args, summary, pool, _write_position, items, label="writing", count="geotagged")
     summary.info["images"] = n
     return summary.emit(args)

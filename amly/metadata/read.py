@@ -42,7 +42,9 @@ _HINT_GPS = (
 def read_image(path: str | os.PathLike[str], *, tz: tzinfo | None = None) -> ImageMeta:
     """The metadata of the JPEG at ``path``.
 
-    A capture time without an offset is camera wall-clock time in ``tz`` (``None``: this
+    ``capture_time`` is the GPS date/time stamp when there is one, else the camera clock;
+    ``camera_time`` is always the camera clock (DateTimeOriginal, else DateTimeDigitized or
+    DateTime). A camera time without an offset is wall-clock time in ``tz`` (``None``: this
     machine's zone). A missing position is not an error here (``lat`` is ``None``); a file
     that is empty, not a JPEG, truncated, without EXIF, or with corrupt or unrealistic EXIF
     raises :class:`~amly.errors.MetadataError`.
@@ -239,35 +241,65 @@ def _decode(meta: ImageMeta, tiff: bytes, tz: tzinfo | None) -> None:
             )
         meta.heading = heading % 360.0
 
-    # Time: the GPS clock (UTC) first, then the camera clock.
-    meta.capture_time = _gps_time(tiff, e, gps)
-    if meta.capture_time is None:
-        for dt_tag, sub_tag, off_tag, ifd in (
-            (T.DATETIME_ORIGINAL, T.SUBSEC_TIME_ORIGINAL, T.OFFSET_TIME_ORIGINAL, exif),
-            (T.DATETIME_DIGITIZED, T.SUBSEC_TIME_DIGITIZED, T.OFFSET_TIME_DIGITIZED, exif),
-            (T.DATETIME, T.SUBSEC_TIME, T.OFFSET_TIME, ifd0),
-        ):
-            s = text(ifd, dt_tag)
-            if s is None:
-                continue
+    # Time: the GPS clock (UTC) wins as capture time; the camera clock is kept apart (track
+    # lookups use it, so geotagging with a clock offset can be rerun without adding it twice).
+    gps_time = _gps_time(tiff, e, gps)
+    for dt_tag, sub_tag, off_tag, ifd in (
+        (T.DATETIME_ORIGINAL, T.SUBSEC_TIME_ORIGINAL, T.OFFSET_TIME_ORIGINAL, exif),
+        (T.DATETIME_DIGITIZED, T.SUBSEC_TIME_DIGITIZED, T.OFFSET_TIME_DIGITIZED, exif),
+        (T.DATETIME, T.SUBSEC_TIME, T.OFFSET_TIME, ifd0),
+    ):
+        s = text(ifd, dt_tag)
+        if s is None:
+            continue
+        try:
+            dt = _exif_time(s, text(exif, sub_tag))
+        except ValueError:
+            if gps_time is not None:  # the GPS clock is enough: not worth failing the file
+                break
+            tag_name = {0x9003: "DateTimeOriginal", 0x9004: "DateTimeDigitized"}
+            raise MetadataError(
+                name,
+                f"unreadable EXIF {tag_name.get(dt_tag, 'DateTime')} {s!r}",
+                hint="set a correct capture time with `amly fix_dates` or exiftool",
+            ) from None
+        if dt is None:
+            continue
+        if dt.tzinfo is None:
+            offset = text(exif, off_tag)
+            zone = parse_offset(offset) if offset else None
+            if zone is not None:
+                dt = dt.replace(tzinfo=zone)
+        meta.camera_time = localize(dt, tz)
+        break
+    meta.capture_time = gps_time or meta.camera_time
+
+
+def _exif_time(s: str, subsec: str | None) -> datetime | None:
+    """:func:`parse_exif_datetime` with a fast path for the form nearly every camera writes
+    (``YYYY:MM:DD HH:MM:SS``, subseconds in digits): slicing instead of the general regex,
+    since every photo pays for it. Anything unusual takes the general parser.
+
+    >>> _exif_time("2021:07:15 15:37:30", "12") == parse_exif_datetime("2021:07:15 15:37:30", "12")
+    True
+    >>> _exif_time("2021:07:15 24:00:00", None), _exif_time("0000:00:00 00:00:00", "0")
+    (datetime.datetime(2021, 7, 16, 0, 0), None)
+    """
+    if len(s) == 19 and s[4] == s[7] == s[13] == s[16] == ":" and s[10] == " ":
+        if subsec is None or subsec.isdigit():
             try:
-                dt = parse_exif_datetime(s, text(exif, sub_tag))
+                return datetime(
+                    int(s[0:4]),
+                    int(s[5:7]),
+                    int(s[8:10]),
+                    int(s[11:13]),
+                    int(s[14:16]),
+                    int(s[17:19]),
+                    int(subsec[:6].ljust(6, "0")) if subsec else 0,
+                )
             except ValueError:
-                tag_name = {0x9003: "DateTimeOriginal", 0x9004: "DateTimeDigitized"}
-                raise MetadataError(
-                    name,
-                    f"unreadable EXIF {tag_name.get(dt_tag, 'DateTime')} {s!r}",
-                    hint="set a correct capture time with `amly fix_dates` or exiftool",
-                ) from None
-            if dt is None:
-                continue
-            if dt.tzinfo is None:
-                offset = text(exif, off_tag)
-                zone = parse_offset(offset) if offset else None
-                if zone is not None:
-                    dt = dt.replace(tzinfo=zone)
-            meta.capture_time = localize(dt, tz)
-            break
+                pass  # year 0, hour 24, second 60...: the general parser knows them
+    return parse_exif_datetime(s, subsec)
 
 
 def camera_id(body: str | None, lens: str | None) -> str | None:

@@ -53,16 +53,19 @@ def update_exif(
     description: str | None = None,
     make: str | None = None,
     model: str | None = None,
+    gps_time: datetime | None = None,
 ) -> None:
     """Change EXIF fields of the JPEG at ``path`` in place, losslessly and atomically.
 
     ``None`` leaves a field as it is. ``capture_time`` (timezone-aware) writes
     DateTimeOriginal/SubSecTimeOriginal/OffsetTimeOriginal in the time's own zone, and the
     GPS date/time stamp (UTC) when a position is written too or the file already has one;
-    ``lat``/``lon`` (together) the GPS position; ``heading`` GPSImgDirection (true north).
+    ``lat``/``lon`` (together) the GPS position; ``heading`` GPSImgDirection (true north);
+    ``gps_time`` only the GPS date/time stamp, leaving the camera's DateTimeOriginal as it is
+    (``amly geotag``: the stamp is the corrected time, the camera's record stays).
     """
     name = os.fspath(path)
-    fields = _fields(capture_time, lat, lon, alt, heading, description, make, model)
+    fields = _fields(capture_time, lat, lon, alt, heading, description, make, model, gps_time)
     if not fields:
         return
     with open(name, "rb") as f:
@@ -99,11 +102,12 @@ def set_exif_bytes(
     description: str | None = None,
     make: str | None = None,
     model: str | None = None,
+    gps_time: datetime | None = None,
     name: str = "<jpeg bytes>",
 ) -> bytes:
     """The same edit as :func:`update_exif` on JPEG bytes in memory. ``name`` only labels
     errors (:class:`~amly.errors.MetadataError`)."""
-    fields = _fields(capture_time, lat, lon, alt, heading, description, make, model)
+    fields = _fields(capture_time, lat, lon, alt, heading, description, make, model, gps_time)
     if not fields:
         return jpeg
     return b"".join(_edit(jpeg, name, fields))
@@ -136,6 +140,7 @@ def _fields(
     description: str | None,
     make: str | None,
     model: str | None,
+    gps_time: datetime | None = None,
 ) -> dict[str, Any]:
     """The requested fields, validated (``ValueError`` for values no file should get)."""
     if (lat is None) != (lon is None):
@@ -143,8 +148,9 @@ def _fields(
     if lat is not None and lon is not None:
         if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
             raise ValueError(f"position out of range: {lat}, {lon}")
-    if capture_time is not None and capture_time.utcoffset() is None:
-        raise ValueError("capture_time must be timezone-aware")
+    for t in (capture_time, gps_time):
+        if t is not None and t.utcoffset() is None:
+            raise ValueError("capture_time and gps_time must be timezone-aware")
     if heading is not None and not 0.0 <= heading % 360.0 < 360.0:
         raise ValueError(f"bad heading: {heading}")
     fields = {
@@ -156,6 +162,7 @@ def _fields(
         "description": description,
         "make": make,
         "model": model,
+        "gps_time": gps_time,
     }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -236,9 +243,12 @@ def _edits(e: str, fields: dict[str, Any], gps: dict[int, T.Entry]) -> dict[str,
         gpsv[T.GPS_DIRECTION] = _rationals(
             e, [(round(fields["heading"] % 360.0 * 100) % 36000, 100)]
         )
-    if t is not None and ("lat" in fields or T.GPS_DATESTAMP in gps or T.GPS_TIMESTAMP in gps):
-        # Readers prefer the GPS clock: keep it in step with the new capture time.
-        u = t.astimezone(timezone.utc)
+    stamp: datetime | None = fields.get("gps_time")
+    if stamp is None and t is not None:
+        if "lat" in fields or T.GPS_DATESTAMP in gps or T.GPS_TIMESTAMP in gps:
+            stamp = t  # readers prefer the GPS clock: keep it in step with the capture time
+    if stamp is not None:
+        u = stamp.astimezone(timezone.utc)
         gpsv[T.GPS_DATESTAMP] = _ascii(u.strftime("%Y:%m:%d"))
         gpsv[T.GPS_TIMESTAMP] = _rationals(
             e, [(u.hour, 1), (u.minute, 1), (u.second * 1_000_000 + u.microsecond, 1_000_000)]
