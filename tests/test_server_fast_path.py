@@ -88,3 +88,40 @@ def test_client_gone_mid_body_is_quiet_and_keeps_bytes(
     gone = [r for r in caplog.records if "went away" in r.getMessage()]
     assert len(gone) == 1 and gone[0].levelno <= logging.INFO
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.WARNING]
+
+
+def post(
+    srv: RunningServer, key: str, offset: int, body: bytes, **headers: str
+) -> tuple[int, dict]:
+    h = {"Authorization": "OAuth " + srv.token, "Offset": str(offset), **headers}
+    req = urllib.request.Request(f"{srv.url}/upload/{key}", data=body, headers=h, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return int(r.status), json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+def test_bodies_bigger_than_the_memory_buffer_stream_to_disk_and_are_checked(
+    srv: RunningServer,
+) -> None:
+    import hashlib
+    import random
+
+    data = random.Random(5).randbytes(2_600_000)  # several 1 MiB flushes
+    key = f"mly_tools_{hashlib.md5(data).hexdigest()}.jpg"
+    status, body = post(srv, key, 0, data)
+    assert status == 200 and body["h"]
+    assert (srv.store_dir / "uploads" / key).read_bytes() == data
+    # the same, in two POSTs (the second cannot hash from the start: the file is hashed)
+    key2 = f"mly_tools_{hashlib.md5(data[::-1]).hexdigest()}.jpg"
+    status, body = post(srv, key2, 0, data[::-1][:1_500_000], **{"X-Entity-Length": "2600000"})
+    assert (status, body) == (200, {"offset": 1_500_000})
+    status, body = post(srv, key2, 1_500_000, data[::-1][1_500_000:])
+    assert status == 200 and body["h"]
+    assert (srv.store_dir / "uploads" / key2).read_bytes() == data[::-1]
+    # bytes that do not match the key's md5 are refused and dropped
+    bad = f"mly_tools_{'0' * 32}.jpg"
+    status, body = post(srv, bad, 0, data)
+    assert status == 400 and body["debug_info"]["type"] == "InvalidChecksumError"
+    assert not (srv.store_dir / "uploads" / bad).exists()

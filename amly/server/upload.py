@@ -199,7 +199,7 @@ async def post_chunk(request: web.Request) -> web.Response:
 
 #: Bodies up to this size are held in memory and written in one worker call; beyond it,
 #: buffered bytes are written as they arrive (a big video never sits in memory).
-_BUFFER = 4 * 1024 * 1024
+_BUFFER = 1024 * 1024
 
 
 @dataclass
