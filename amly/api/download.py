@@ -41,15 +41,15 @@ from .search import (
     EdgeDedup,
     Filters,
     SearchReport,
-    _next_page,
-    _ordered_map,
-    _page_data,
     accept_entity,
+    bounded_map,
     candidates,
     check_bbox,
     check_image_id,
     check_sequence_id,
     fetch_entity,
+    next_page,
+    page_data,
 )
 
 __all__ = [
@@ -470,7 +470,7 @@ async def download_images(
         on_tile=on_tile if tile_resume else None,
         dedup=dedup,
     )
-    gen = _ordered_map(source, one, concurrency)
+    gen = bounded_map(source, one, concurrency)
     try:
         if max_results != 0:
             async for _ in gen:
@@ -523,13 +523,13 @@ async def sequence_entities(
         {"sequence_id": sequence_id, "fields": ",".join(want), "limit": str(SEARCH_LIMIT)},
         surface="search",
     )
-    data = _page_data(answer)
-    nxt = _next_page(answer)
+    data = page_data(answer)
+    nxt = next_page(answer)
     if nxt is not None:  # a paginating server: follow ``paging.next`` verbatim
         while nxt is not None:
             page = await transport.request("GET", nxt, surface="search")
-            data += _page_data(page)
-            nxt = _next_page(page)
+            data += page_data(page)
+            nxt = next_page(page)
         return [d for d in data if isinstance(d, dict)]
     if len(data) < SEARCH_LIMIT:
         return [d for d in data if isinstance(d, dict)]
@@ -543,7 +543,7 @@ async def sequence_entities(
             yield i
 
     return [
-        e async for e in _ordered_map(ids_source(), lambda i: fetch_entity(transport, i, want), 16)
+        e async for e in bounded_map(ids_source(), lambda i: fetch_entity(transport, i, want), 16)
     ]
 
 
@@ -627,7 +627,7 @@ async def download_gpx(
         await asyncio.to_thread(atomic_write, out_dir / f"{seq}.gpx", data)
         result.written += 1
 
-    gen = _ordered_map(sequences(), one, concurrency)
+    gen = bounded_map(sequences(), one, concurrency)
     try:
         async for _ in gen:
             if max_results is not None and result.written >= max_results:

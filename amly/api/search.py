@@ -436,14 +436,8 @@ async def _fanout(
 
     tasks = [asyncio.ensure_future(worker()) for _ in range(max(1, concurrency))]
     try:
-        while True:
-            kind, value = await out.get()
-            if kind == "item":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
+        async for value in _drain(out):
+            yield value
     finally:
         for t in tasks:
             t.cancel()
@@ -578,12 +572,12 @@ async def tile_candidates(
         yield c
 
 
-def _page_data(answer: Any) -> list[Any]:
+def page_data(answer: Any) -> list[Any]:
     data = answer.get("data") if isinstance(answer, dict) else None
     return list(data) if isinstance(data, list) else []
 
 
-def _next_page(answer: Any) -> str | None:
+def next_page(answer: Any) -> str | None:
     paging = answer.get("paging") if isinstance(answer, dict) else None
     nxt = paging.get("next") if isinstance(paging, dict) else None
     return nxt if isinstance(nxt, str) and nxt else None
@@ -631,15 +625,15 @@ async def search_candidates(
             params["end_captured_at"] = iso_millis(trange[1])
         answer = await transport.graph_get("images", params, surface="search")
         report.searches += 1
-        data = _page_data(answer)
+        data = page_data(answer)
         # A creator search paginates: follow ``paging.next`` verbatim; then nothing is cut.
-        nxt = _next_page(answer)
+        nxt = next_page(answer)
         paged = nxt is not None
         while nxt is not None:
             page = await transport.request("GET", nxt, surface="search")
             report.searches += 1
-            data += _page_data(page)
-            nxt = _next_page(page)
+            data += page_data(page)
+            nxt = next_page(page)
         if len(data) >= limit and not paged:
             if max(e - w, n - s) > min_cell:
                 report.splits += 1
@@ -769,7 +763,20 @@ def accept_entity(
     return ident, seq, pos[0], pos[1]
 
 
-async def _ordered_map(
+async def _drain(out: asyncio.Queue[tuple[str, Any]]) -> AsyncIterator[Any]:
+    """The consumer side of a worker queue: ``("item", x)`` yields x, ``("error", e)`` raises
+    e, ``("done", None)`` ends."""
+    while True:
+        kind, value = await out.get()
+        if kind == "item":
+            yield value
+        elif kind == "error":
+            raise value
+        else:
+            return
+
+
+async def bounded_map(
     source: AsyncIterator[T],
     fn: Callable[[T], Awaitable[R]],
     concurrency: int,
@@ -811,14 +818,8 @@ async def _ordered_map(
 
     feeder = asyncio.ensure_future(feed())
     try:
-        while True:
-            kind, value = await out.get()
-            if kind == "item":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
+        async for value in _drain(out):
+            yield value
     finally:
         feeder.cancel()
         for t in list(running):
@@ -863,7 +864,7 @@ async def images(
         return ent if accept_entity(ent, box, filters, report) else None
 
     count = 0
-    gen = cast(AsyncGenerator[Any, None], _ordered_map(source, resolve, concurrency))
+    gen = cast(AsyncGenerator[Any, None], bounded_map(source, resolve, concurrency))
     try:
         async for ent in gen:
             if ent is None:
