@@ -133,7 +133,7 @@ class Summary:
             }
             print(json.dumps(out, indent=2, default=str))
         elif not getattr(args, "quiet", False):
-            parts = ", ".join(f"{v} {k}" for k, v in self.counts.items())
+            parts = ", ".join(_human(k, v) for k, v in self.counts.items())
             print(f"{self.verb}: {parts or 'nothing to do'} in {elapsed:.1f}s", file=sys.stderr)
             for f in self.failures[:50]:
                 hint = f" -> {f['hint']}" if f.get("hint") else ""
@@ -144,6 +144,18 @@ class Summary:
             for f in self.failures:
                 print(f"{f['file']}: {f['error']}", file=sys.stderr)
         return self.exit_code
+
+
+def _human(key: str, value: int) -> str:
+    """A count as a person reads it: byte counts in MB, the others as they are.
+
+    >>> _human("bytes_sent", 59_109_788), _human("images", 284)
+    ('59.1 MB sent', '284 images')
+    """
+    if key == "bytes" or key.startswith("bytes_"):
+        rest = key[len("bytes") :].lstrip("_").replace("_", " ")
+        return f"{value / 1e6:,.1f} MB{' ' + rest if rest else ''}"
+    return f"{value} {key.replace('_', ' ')}"
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
