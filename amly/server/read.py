@@ -9,7 +9,9 @@ Routes (see :func:`add_routes`):
   service's are (so a client must split the box, not trust a full page). Searches by
   ``creator_username`` paginate with ``paging.next``.
 - ``GET /image_ids?sequence_id=S``: ids of a sequence in capture order.
-- ``GET /{id}?fields=``: one image (digits only; else a Graph 404).
+- ``GET /{id}?fields=``: one image, or one organization (fields ``slug``, ``name``,
+  ``description``: what the official uploader asks before ``--organization_key``); digits
+  only, an unknown id is a Graph 404.
 - tiles and ``/cdn`` thumbnails: :mod:`amly.server.tiles`, :mod:`amly.server.thumbs`.
 
 The query logic (:func:`parse_search`, :func:`search`, :func:`render`) is plain functions over
@@ -42,6 +44,7 @@ __all__ = [
     "MAX_AREA",
     "MAX_LIMIT",
     "MAX_SIDE",
+    "ORGANIZATION_FIELDS",
     "BadRequest",
     "Search",
     "add_routes",
@@ -66,6 +69,7 @@ FIELDS = frozenset(
         *(f"thumb_{s}_url" for s in thumbs.SIZES),
     }
 )  # fmt: skip
+ORGANIZATION_FIELDS = frozenset({"id", "slug", "name", "description"})
 
 
 class BadRequest(ValueError):
@@ -126,8 +130,11 @@ def parse_bbox(text: str) -> BBox:
     return (w, s, e, n)
 
 
-def parse_fields(text: str | None) -> tuple[str, ...]:
-    """The requested fields, ``id`` first and always present; unknown names are refused.
+def parse_fields(
+    text: str | None, known: frozenset[str] = FIELDS, node: str = "Image"
+) -> tuple[str, ...]:
+    """The requested fields of a ``node`` type, ``id`` first and always present; names not in
+    ``known`` are refused.
 
     >>> parse_fields("geometry,captured_at,geometry")
     ('id', 'geometry', 'captured_at')
@@ -135,14 +142,18 @@ def parse_fields(text: str | None) -> tuple[str, ...]:
     Traceback (most recent call last):
     ...
     amly.server.read.BadRequest: (#100) Tried accessing nonexisting field (thumb_640_url) on node type (Image)
+    >>> parse_fields("name,slug", ORGANIZATION_FIELDS, "Organization")
+    ('id', 'name', 'slug')
     """
     out = ["id"]
     for f in (text or "").split(","):
         f = f.strip()
         if not f or f in out:
             continue
-        if f not in FIELDS:
-            raise BadRequest(f"(#100) Tried accessing nonexisting field ({f}) on node type (Image)")
+        if f not in known:
+            raise BadRequest(
+                f"(#100) Tried accessing nonexisting field ({f}) on node type ({node})"
+            )
         out.append(f)
     return tuple(out)
 
@@ -424,17 +435,24 @@ def _not_found(what: str) -> web.Response:
 
 
 async def entity(request: web.Request) -> web.Response:
-    """``GET /{id}?fields=``: one image."""
+    """``GET /{id}?fields=``: one image or one organization."""
     image_id = request.match_info["id"]
     if not image_id.isdigit():
         return _not_found(image_id)
+    store = request.app[STORE_KEY]
+    # Look the id up before checking fields: an unknown id is a 404 whatever it asks for, and
+    # the fields an id may ask for depend on its node type.
+    rows = select_images(store.db, ["i.id = ?"], [image_id])
+    org = store.organization(image_id) if not rows else None
+    if not rows and org is None:
+        return _not_found(image_id)
     try:
+        if org is not None:
+            fields = parse_fields(request.query.get("fields"), ORGANIZATION_FIELDS, "Organization")
+            return web.json_response({f: org[f] for f in fields})
         fields = parse_fields(request.query.get("fields"))
     except BadRequest as e:
         return graph_error(400, str(e), code=100)
-    rows = select_images(request.app[STORE_KEY].db, ["i.id = ?"], [image_id])
-    if not rows:
-        return _not_found(image_id)
     return web.json_response(render(rows[0], fields, _thumb_url(request)))
 
 

@@ -1,5 +1,5 @@
 """Storage of the local Mapillary-compatible server: files under a data dir plus a SQLite
-index of users, tokens, upload sessions, clusters, sequences and images.
+index of users, tokens, upload sessions, clusters, sequences, images and organizations.
 
 Layout of ``DIR``::
 
@@ -15,6 +15,7 @@ is used from the server's event loop only (SQLite calls are short; the big I/O i
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sqlite3
 from pathlib import Path
@@ -91,6 +92,14 @@ END;
 CREATE TRIGGER IF NOT EXISTS images_rtree_del AFTER DELETE ON images BEGIN
     DELETE FROM images_rtree WHERE rid = CAST(old.id AS INTEGER);
 END;
+-- Organizations: what ``GET /{id}`` answers for an organization id (the official uploader
+-- asks before ``upload --organization_key``). Ids are decimal digits only, as images' are.
+CREATE TABLE IF NOT EXISTS organizations (
+    id          TEXT PRIMARY KEY,
+    slug        TEXT,
+    name        TEXT,
+    description TEXT
+);
 CREATE TABLE IF NOT EXISTS images_computed (
     id              TEXT PRIMARY KEY REFERENCES images(id),
     lon             REAL,
@@ -157,3 +166,44 @@ class Store:
     def new_id(self) -> str:
         """A fresh numeric id, as Mapillary's ids are (digits only, never a path component)."""
         return str(secrets.randbelow(9 * 10**15) + 10**15)
+
+    def add_organization(
+        self,
+        name: str,
+        *,
+        org_id: str | None = None,
+        slug: str | None = None,
+        description: str | None = None,
+    ) -> str:
+        """Create (or, for an existing ``org_id``, update) an organization; returns its id.
+
+        Raises ``ValueError`` for an empty name or an id that is not decimal digits.
+        """
+        if not name.strip():
+            raise ValueError("an organization needs a name")
+        oid = str(org_id) if org_id is not None else self.new_id()
+        if not (oid.isascii() and oid.isdigit()):
+            raise ValueError(f"organization ids are decimal digits, got {oid!r}")
+        self.db.execute(
+            "INSERT INTO organizations (id, slug, name, description) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT(id) DO UPDATE SET slug = excluded.slug, name = excluded.name,"
+            " description = excluded.description",
+            (oid, slug if slug is not None else slugify(name), name, description or ""),
+        )
+        return oid
+
+    def organization(self, org_id: str) -> sqlite3.Row | None:
+        """The ``organizations`` row of ``org_id``, or None."""
+        row: sqlite3.Row | None = self.db.execute(
+            "SELECT id, slug, name, description FROM organizations WHERE id = ?", (org_id,)
+        ).fetchone()
+        return row
+
+
+def slugify(name: str) -> str:
+    """A URL slug for an organization name, as the service shows one.
+
+    >>> slugify("  Street Views of Berlin! ")
+    'street-views-of-berlin'
+    """
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
