@@ -164,6 +164,15 @@ def seed_store(
     db.execute("BEGIN")
     try:
         db.executemany("INSERT OR IGNORE INTO users (id, username) VALUES (?, ?)", user_rows)
+        # The organizations images point at exist, so GET /{org_id} answers as for real ones.
+        db.executemany(
+            "INSERT OR IGNORE INTO organizations (id, slug, name, description)"
+            " VALUES (?, ?, ?, '')",
+            [
+                (o, f"seed-org-{seed}-{k}", f"Seed organization {seed}-{k}")
+                for k, o in enumerate(orgs)
+            ],
+        )
         db.executemany(
             "INSERT INTO sequences (id, cluster_id, user_id, organization_id, created_at)"
             " VALUES (?, ?, ?, ?, ?)",
