@@ -40,6 +40,13 @@ def register(subparsers: Any) -> None:
     g.add_argument(
         "--password", help="with --add-user: the login password ('-' reads it from stdin)"
     )
+    o = p.add_argument_group("organizations")
+    o.add_argument(
+        "--add-org",
+        metavar="NAME",
+        help="create (or rename, with --org-id) an organization, print its id, then exit",
+    )
+    o.add_argument("--org-id", metavar="ID", help="with --add-org: its id (digits; default new)")
     f = p.add_argument_group("fault injection")
     f.add_argument("--latency-ms", type=float, default=0.0, help="added to every request")
     f.add_argument("--error-rate", type=float, default=0.0, help="fraction answered 5xx")
@@ -95,7 +102,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.data:
         raise UsageError("--data DIR is required", hint="amly server --data ./srv")
+    if args.org_id is not None and not args.add_org:
+        raise UsageError("--org-id goes with --add-org NAME")
     store = Store(args.data)
+    if args.add_org:
+        return _add_org(store, args)
     if args.add_user:
         password = _read_secret(args.password, "password")
         user_id = ensure_user(store, args.add_user, email=args.email, password=password)
@@ -138,6 +149,24 @@ def run(args: argparse.Namespace) -> int:
         store.close()
     if not args.quiet:
         print("amly server: stopped", file=sys.stderr)
+    return 0
+
+
+def _add_org(store: Any, args: argparse.Namespace) -> int:
+    """``--add-org NAME [--org-id ID]``: the organization an upload can name with its id."""
+    try:
+        org_id = store.add_organization(args.add_org, org_id=args.org_id)
+        row = store.organization(org_id)
+    except ValueError as e:
+        raise UsageError(str(e), hint="amly server --data DIR --add-org NAME --org-id 123") from e
+    finally:
+        store.close()
+    if args.json:
+        import json
+
+        print(json.dumps({"organization": dict(row)}))
+    elif not args.quiet:
+        print(f"organization {row['name']}: id {row['id']}")
     return 0
 
 
