@@ -340,6 +340,7 @@ def test_finish_manifest_creates_one_sequence_in_order_and_is_idempotent(
     cluster = body["cluster_id"]
     status, body, _ = c.finish(m_handle)
     assert (status, body) == (200, {"cluster_id": cluster})
+    assert srv.stats.unknown_organizations == 1  # accepted (as the spec allows), but counted
     con = db(srv)
     seqs = con.execute("SELECT * FROM sequences WHERE cluster_id = ?", (cluster,)).fetchall()
     assert len(seqs) == 1 and seqs[0]["organization_id"] == "1234"

@@ -143,6 +143,7 @@ class Stats:
     search_timeouts: int = 0
     uploads_completed: int = 0
     clusters: int = 0
+    unknown_organizations: int = 0  # finish_upload named an organization the store lacks
 
     def as_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
