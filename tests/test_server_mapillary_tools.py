@@ -14,6 +14,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -167,3 +169,104 @@ def test_authenticate_with_email_logs_in_at_our_login(srv: RunningServer, tmp_pa
     assert p.returncode == 0, p.stderr[-3000:]
     text = (tmp_path / "mapillary-config").read_text()
     assert "user_upload_token = MLY|" in text and f"MAPSettingsUserKey = {uid}" in text
+
+
+# -- organizations --------------------------------------------------------------------------
+
+
+def add_org(srv: RunningServer, name: str, org_id: str) -> str:
+    from amly.server.auth import STORE_KEY
+
+    store = srv.app[STORE_KEY]
+    return str(srv.call(lambda: store.add_organization(name, org_id=org_id)))
+
+
+def graph_get(srv: RunningServer, path: str) -> tuple[int, dict[str, object]]:
+    req = urllib.request.Request(srv.url + path, headers={"Authorization": f"OAuth {srv.token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_get_organization_answers_what_the_official_tool_asks(srv: RunningServer) -> None:
+    oid = add_org(srv, "Street Views of Berlin", "1234567")
+    # exactly the request of mapillary_tools.api_v4.fetch_organization
+    status, body = graph_get(srv, f"/{oid}?fields=slug,description,name")
+    assert status == 200, body
+    assert body == {
+        "id": "1234567",
+        "slug": "street-views-of-berlin",
+        "description": "",
+        "name": "Street Views of Berlin",
+    }
+    status, body = graph_get(srv, f"/{oid}?fields=name,geometry")
+    assert status == 400 and "(Organization)" in str(body["error"])
+    status, body = graph_get(srv, "/7654321?fields=slug,description,name")
+    assert status == 404 and body["error"]["error_subcode"] == 33  # type: ignore[index]
+
+
+def test_process_and_upload_with_organization_key(srv: RunningServer, tmp_path: Path) -> None:
+    oid = add_org(srv, "Team Mapillary", "987654321")
+    folder = tmp_path / "imgs"
+    paths = photos(folder, 3)
+    p = official(srv, tmp_path, "process_and_upload", str(folder), "--organization_key", oid)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "Team Mapillary" in p.stderr  # it logged the name our GET /{id} answered
+    rows = check_cluster(srv, [x.name for x in paths])
+    assert {r["organization_id"] for r in rows} == {oid}
+    con = sqlite3.connect(srv.store_dir / "amly-server.sqlite3")
+    assert con.execute("SELECT organization_id FROM clusters").fetchall() == [(oid,)]
+    assert con.execute("SELECT organization_id FROM sequences").fetchall() == [(oid,)]
+    assert srv.stats.unknown_organizations == 0
+
+
+def test_official_tool_refuses_an_unknown_organization_key(
+    srv: RunningServer, tmp_path: Path
+) -> None:
+    folder = tmp_path / "imgs"
+    photos(folder, 2)
+    p = official(srv, tmp_path, "process_and_upload", str(folder), "--organization_key", "55555")
+    assert p.returncode != 0
+    assert srv.stats.by_status[404] >= 1 and srv.stats.clusters == 0
+
+
+def test_cli_add_org(tmp_path: Path) -> None:
+    data = tmp_path / "srv"
+    env = dict(os.environ, AMLY_HOME=str(tmp_path / "home"))
+
+    def amly(*args: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "amly", "server", "--data", str(data), *args]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+
+    p = amly("--add-org", "Alpha Team", "--json")
+    assert p.returncode == 0, p.stderr
+    org = json.loads(p.stdout)["organization"]
+    assert org["name"] == "Alpha Team" and org["slug"] == "alpha-team" and org["id"].isdigit()
+    p = amly("--add-org", "Beta", "--org-id", "42")
+    assert (p.returncode, p.stdout.strip()) == (0, "organization Beta: id 42"), p.stderr
+    assert amly("--add-org", "Gamma", "--org-id", "4x2").returncode == 2
+    assert amly("--org-id", "42").returncode == 2
+    with running_server(data) as s:
+        assert graph_get(s, "/42?fields=name") == (200, {"id": "42", "name": "Beta"})
+
+
+def test_seeded_organizations_exist(tmp_path: Path) -> None:
+    from amly.server.seed import seed_store
+    from amly.server.store import Store
+
+    store = Store(tmp_path / "srv")
+    try:
+        summary = seed_store(store, 40, (13.40, 52.50, 13.409, 52.509), seed=3, org_share=1.0)
+        used = {r[0] for r in store.db.execute("SELECT DISTINCT organization_id FROM images")}
+        assert used and used <= set(summary["organizations"])
+        for oid in summary["organizations"]:
+            row = store.organization(oid)
+            assert row is not None and row["name"] and row["slug"]
+    finally:
+        store.close()
+    with running_server(tmp_path / "srv") as s:
+        oid = summary["organizations"][0]
+        status, body = graph_get(s, f"/{oid}?fields=slug,description,name")
+        assert status == 200 and body["id"] == oid
