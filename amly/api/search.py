@@ -302,6 +302,23 @@ class EdgeDedup:
         self._seen.add(ident)
         return True
 
+    def admit(
+        self, raw_id: object, raw_seq: object, edge: bool, report: SearchReport
+    ) -> tuple[str, str | None] | None:
+        """The checked ``(image id, sequence id)`` of a first sighting, ``None`` for a repeat
+        (counted). An unsafe id is reported once as a rejection and raised as UnsafeId."""
+        try:
+            ident = check_image_id(raw_id)
+            seq = None if raw_seq is None else check_sequence_id(raw_seq)
+        except UnsafeId as e:
+            if self.first(f"bad:{raw_id!r}", edge=edge):
+                report.reject(raw_id, str(e))
+            raise
+        if not self.first(ident, edge=edge):
+            report.duplicates += 1
+            return None
+        return ident, seq
+
     def __len__(self) -> int:
         return len(self._seen)
 
@@ -545,19 +562,14 @@ async def tile_candidates(
             org = filters.organization_id
             if org and str(props.get("organization_id")) != str(org):
                 continue
-            raw_id = props.get("id")
             try:
-                ident = check_image_id(raw_id)
-                seq = props.get("sequence_id")
-                seq = None if seq is None else check_sequence_id(seq)
-            except UnsafeId as e:
+                ids = seen.admit(props.get("id"), props.get("sequence_id"), edge, report)
+            except UnsafeId:
                 clean = False
-                if seen.first(f"bad:{raw_id!r}", edge=edge):
-                    report.reject(raw_id, str(e))
                 continue
-            if not seen.first(ident, edge=edge):
-                report.duplicates += 1
+            if ids is None:
                 continue
+            ident, seq = ids
             t_ms = props.get("captured_at")
             t_ms = t_ms if isinstance(t_ms, int) else None
             found.append(Candidate(ident, seq, lon, lat, t_ms, tile=t, edge=edge))
@@ -655,18 +667,13 @@ async def search_candidates(
             if not filters.matches(ent, partial=True):
                 continue
             edge = trange is not None or not in_bbox(pos[0], pos[1], inner)
-            raw_id = ent.get("id")
             try:
-                ident = check_image_id(raw_id)
-                seq = ent.get("sequence")
-                seq = None if seq is None else check_sequence_id(seq)
-            except UnsafeId as err:
-                if dedup.first(f"bad:{raw_id!r}", edge=edge):
-                    report.reject(raw_id, str(err))
+                ids = dedup.admit(ent.get("id"), ent.get("sequence"), edge, report)
+            except UnsafeId:
                 continue
-            if not dedup.first(ident, edge=edge):
-                report.duplicates += 1
+            if ids is None:
                 continue
+            ident, seq = ids
             t_ms = ent.get("captured_at")
             found.append(
                 Candidate(
