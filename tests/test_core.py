@@ -170,7 +170,6 @@ def test_atomic_write_failure_keeps_old(tmp_path) -> None:  # type: ignore[no-un
 
 
 def test_description_entry_matches_official_schema(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    jsonschema = pytest.importorskip("jsonschema")
     from mapillary_tools.serializer.description import validate_image_desc
 
     img = ImageMeta(
@@ -189,7 +188,6 @@ def test_description_entry_matches_official_schema(tmp_path) -> None:  # type: i
     embedded = description.embeddable(entry)
     assert description.validate_embedded(embedded) == []
     assert json.loads(description.dumps(embedded)) == embedded
-    assert jsonschema is not None
 
 
 def test_transport_fails_fast_when_the_host_never_answers() -> None:
