@@ -24,6 +24,10 @@ CONTAINERS = frozenset({b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts", b"
 #: A moov larger than this is not a real one (24 h of 60 fps video needs ~30 MB).
 MAX_MOOV = 512 * 1024 * 1024
 
+#: Types an MP4/QuickTime file starts with.
+_FIRST = frozenset(
+    {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp"}
+)
 _HINT_CUT = "the file was cut off (interrupted copy or full card): copy it again from the camera"
 _HINT_BAD = "the file is damaged or not an MP4: re-export it from the camera's app"
 
@@ -131,7 +135,7 @@ def top_boxes(f: BinaryIO, path: str, size: int) -> list[Box]:
                 f"box {_n(typ)} at offset {pos} has an impossible size {boxsize}",
                 hint=_HINT_BAD,
             )
-        if not out and not typ.isascii():
+        if not out and typ not in _FIRST:
             raise Mp4Error(path, "not an MP4 file (no box structure at its start)", hint=_HINT_BAD)
         if pos + boxsize > size:
             raise Mp4Error(
