@@ -36,6 +36,7 @@ VERBS = [
     "upload",
     "download",
     "join_gpx",
+    "sample_video",
     "server",
     "demo",
 ]

@@ -176,6 +176,7 @@ class Base:
     frame_size: int = 2000
     width: int = 1920
     height: int = 1080
+    spherical: bool = False
 
 
 def _mvhd(timescale: int, duration: int, next_id: int, creation: float) -> bytes:
@@ -226,6 +227,53 @@ def fake_video(
     )
 
 
+def encode_clip(
+    path: str | os.PathLike[str],
+    seconds: float = 4.0,
+    fps: int = 10,
+    width: int = 64,
+    height: int = 32,
+) -> str:
+    """A real H.264 clip (PyAV) whose frames differ, to be the ``base`` of built files."""
+    import av
+    import numpy as np
+
+    with av.open(os.fspath(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        s.options = {"preset": "ultrafast"}
+        for i in range(int(seconds * fps)):
+            img = np.zeros((height, width, 3), dtype=np.uint8)
+            img[:, :, 0] = (i * 7) % 256
+            img[:, : (i % width) + 1, 1] = 255
+            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return os.fspath(path)
+
+
+#: Spherical Video V1: a ``uuid`` box in the video ``trak`` (what 360 cameras write).
+SPHERICAL_UUID = bytes.fromhex("ffcc8263f8554a938814587a02521fdd")
+_SPHERICAL_XML = (
+    b'<?xml version="1.0"?><rdf:SphericalVideo xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
+    b'xmlns:GSpherical="http://ns.google.com/videos/1.0/spherical/"><GSpherical:Spherical>true'
+    b"</GSpherical:Spherical><GSpherical:Stitched>true</GSpherical:Stitched>"
+    b"<GSpherical:ProjectionType>equirectangular</GSpherical:ProjectionType></rdf:SphericalVideo>"
+)
+
+
+def _spherical(t: OutTrack) -> OutTrack:
+    inner = t.build
+
+    def build(offsets: list[int]) -> bytes:
+        trak = inner(offsets)
+        extra = box(b"uuid", SPHERICAL_UUID, _SPHERICAL_XML)
+        return struct.pack(">I", struct.unpack(">I", trak[:4])[0] + len(extra)) + trak[4:] + extra
+
+    return OutTrack(t.chunks, build, t.order)
+
+
 def _assemble(
     dst: str | os.PathLike[str],
     base: Base,
@@ -247,6 +295,8 @@ def _assemble(
         vids = [fake_video(base.seconds, base.fps, base.frame_size, base.width, base.height)]
         ts, dur = 1000, int(base.seconds * 1000)
         source = None
+    if base.spherical:
+        vids = [_spherical(v) for v in vids]
     tracks = vids + extra
     layout = mux(
         source, ftyp, _mvhd(ts, dur, len(tracks) + 1, creation), tracks, udta=udta, top=top
