@@ -476,3 +476,28 @@ def test_copy_is_unchanged_by_reading(tmp_path):
     read_video_sync(copy)
     write_camm(copy, tmp_path / "out.mp4", read_video_sync(copy).points)
     assert copy.read_bytes() == before
+
+
+def _bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/io").exists(), reason="needs Linux /proc/self/io")
+def test_reading_telemetry_reads_only_moov_and_telemetry_samples(tmp_path):
+    """A 180 MB video: the reader's reads (rchar) stay a tiny fraction of the file."""
+    path = tmp_path / "big.mp4"
+    B.build_gopro(
+        path, B.straight_track(60, 18), base=B.Base(seconds=60, fps=30, frame_size=100_000)
+    )
+    size = path.stat().st_size
+    assert size > 180_000_000
+    before = _bytes_read()
+    track = read_video_sync(path)
+    used = _bytes_read() - before
+    assert len(track.points) == 1080
+    assert used < 1_000_000, used  # moov (~50 KB) + 60 GPMF payloads + buffers
+    before = _bytes_read()
+    layout = camm_layout(path, track.points, track.make, track.model)
+    assert _bytes_read() - before < 1_000_000  # laying out the rebuild reads no video data
+    assert layout.size > size * 0.99
