@@ -120,3 +120,36 @@ def test_videos_that_are_not_camm_with_gps_are_refused(
     assert con.execute("SELECT COUNT(*) FROM clusters").fetchone()[0] == 0
     assert con.execute("SELECT COUNT(*) FROM videos").fetchone()[0] == 0
     assert not list((srv.store_dir / "videos").iterdir())
+
+
+def test_official_upload_accepts_amlys_video_description(
+    srv: RunningServer, tmp_path: Path
+) -> None:
+    """amly's entries for three kinds of video, given to ``mapillary_tools upload``."""
+    from amly.description import write_file
+    from amly.video._describe import check_video, video_entry
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    B.build_gopro(folder / "gopro.mp4", B.straight_track(12, 10), gps9=True, gps5=False)
+    B.build_camm(
+        folder / "theta.mp4", B.straight_track(10, 5, lat=48.1), make="RICOH", model="THETA Z1"
+    )
+    B.build_blackvue(folder / "dash.mp4", B.straight_track(15, 1, lat=45.0), empty_free_first=True)
+    entries = []
+    for p in sorted(folder.iterdir()):
+        track = read_video_sync(p)
+        assert check_video(track) is None
+        entries.append(video_entry(track))
+    desc = tmp_path / "desc.json"
+    write_file(desc, entries)
+    p = official(srv, tmp_path, "upload", str(folder), "--desc_path", str(desc))
+    assert p.returncode == 0, p.stderr[-3000:]
+    con = _db(srv)
+    rows = con.execute("SELECT points, make, model FROM videos ORDER BY points").fetchall()
+    # the BlackVue behind an empty free box: amly found it, so it is uploaded, model and all
+    assert [tuple(r) for r in rows] == [
+        (15, "BlackVue", "DR900X Plus"),
+        (50, "RICOH", "THETA Z1"),
+        (120, "GoPro", "HERO9 Black"),
+    ]

@@ -11,7 +11,6 @@ Public entry points:
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 from ._filter import DEFAULT_FILTER, NoiseFilter
@@ -43,6 +42,8 @@ async def read_video(
     what to do: :class:`Mp4Error` (not a readable MP4), :class:`VideoGPSNotFoundError`,
     :class:`VideoGPSEmptyError`, :class:`VideoGPSNoiseError`.
     """
+    import asyncio  # here: the sync API and the CLI do not pay for importing asyncio
+
     return await asyncio.to_thread(read_video_sync, path, filetypes, noise)
 
 

@@ -10,10 +10,12 @@ GPS9 is kept over GPS5 when a device has both, as mapillary_tools does.
 
 from __future__ import annotations
 
+import calendar
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from ._points import TrackPoint
 
@@ -98,8 +100,7 @@ def iter_klv(buf: bytes, pos: int, end: int) -> Iterator[Klv]:
         pos += 8 + (n + 3) // 4 * 4
 
 
-@dataclass
-class _Raw:
+class _Raw(NamedTuple):
     """GPS points of one payload before times are given (video-relative time set later)."""
 
     lat: float
@@ -137,10 +138,16 @@ def _scales(stream: dict[bytes, Klv], n: int) -> list[float] | None:
 def _gpsu(klv: Klv | None) -> float | None:
     if klv is None:
         return None
+    s = klv.data[:16]
     try:
-        s = klv.data[:16].decode("ascii")
-        return datetime.strptime(s, "%y%m%d%H%M%S.%f").replace(tzinfo=timezone.utc).timestamp()
-    except (ValueError, UnicodeDecodeError):
+        y, mo, d, h, mi = (int(s[i : i + 2]) for i in range(0, 10, 2))
+        sec = float(s[10:16])
+        return (
+            calendar.timegm((2000 + y, mo, d, h, mi, 0)) + sec
+            if 1 <= mo <= 12 and 1 <= d <= 31 and h < 24 and mi < 60 and sec < 61
+            else None
+        )
+    except ValueError:
         return None
 
 
@@ -152,22 +159,13 @@ def _gps5(stream: dict[bytes, Klv]) -> list[_Raw]:
     fix = _first_int(stream.get(b"GPSF"))
     prec = _first_int(stream.get(b"GPSP"))
     epoch = _gpsu(stream.get(b"GPSU"))
-    out = []
-    fmt = ">iiiii" if gps5.type == "l" else ">IIIII"
-    for i in range(gps5.repeat):
-        v = struct.unpack_from(fmt, gps5.buf, gps5.start + i * gps5.size)
-        out.append(
-            _Raw(
-                v[0] / sc[0],
-                v[1] / sc[1],
-                v[2] / sc[2],
-                v[3] / sc[3],
-                epoch,
-                fix,
-                float(prec) if prec is not None else None,
-            )
-        )
-    return out
+    fmt = (">5i" if gps5.type == "l" else ">5I") + f"{gps5.size - 20}x"
+    s0, s1, s2, s3 = sc[0], sc[1], sc[2], sc[3]
+    p = float(prec) if prec is not None else None
+    return [
+        _Raw(v[0] / s0, v[1] / s1, v[2] / s2, v[3] / s3, epoch, fix, p)
+        for v in struct.iter_unpack(fmt, gps5.data)
+    ]
 
 
 def _gps9(stream: dict[bytes, Klv]) -> list[_Raw]:

@@ -227,6 +227,35 @@ class Track:
                 off += size
                 dts += d
 
+    def read_samples(self, f: BinaryIO, fmt: bytes) -> Iterator[tuple[Sample, bytes]]:
+        """Each sample whose description is ``fmt``, with its bytes: one read per chunk
+        (telemetry chunks are small), so a track of many tiny samples costs few syscalls."""
+        want = {i + 1 for i, x in enumerate(self.formats) if x == fmt}
+        pending: list[Sample] = []
+
+        def flush() -> Iterator[tuple[Sample, bytes]]:
+            start = pending[0].offset
+            end = pending[-1].offset + pending[-1].size
+            if end - start > 8 << 20:
+                for s in pending:
+                    f.seek(s.offset)
+                    yield s, f.read(s.size)
+            else:
+                f.seek(start)
+                buf = f.read(end - start)
+                for s in pending:
+                    yield s, buf[s.offset - start : s.offset - start + s.size]
+            pending.clear()
+
+        for s in self.samples():
+            if s.description not in want:
+                continue
+            if pending and s.offset != pending[-1].offset + pending[-1].size:
+                yield from flush()
+            pending.append(s)
+        if pending:
+            yield from flush()
+
     def _descriptions(self) -> Callable[[int], int]:
         starts = [(first - 1, desc) for first, _p, desc in self.stsc]
 

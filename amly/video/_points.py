@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class TrackPoint:
     """One GPS point of a video.
 

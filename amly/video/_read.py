@@ -10,7 +10,7 @@ from typing import BinaryIO
 from ..errors import FileError
 from . import _blackvue, _camm, _gpmf
 from ._filter import DEFAULT_FILTER, NoiseFilter
-from ._mp4 import Movie, Mp4Error, Track, open_movie, parse_boxes, read_sample
+from ._mp4 import Movie, Mp4Error, Track, open_movie, parse_boxes
 from ._points import TrackPoint
 
 FILETYPES = ("gopro", "camm", "blackvue")
@@ -78,13 +78,8 @@ def _creation(m: Movie) -> datetime | None:
 
 def _samples(f: BinaryIO, m: Movie, t: Track, fmt: bytes) -> list[tuple[float, float, bytes]]:
     t.check_offsets(m.file_size)
-    out = []
     ts = t.timescale
-    for s in t.samples():
-        if t.formats[s.description - 1 : s.description] != [fmt]:
-            continue
-        out.append((s.dts / ts, s.duration / ts, read_sample(f, s)))
-    return out
+    return [(s.dts / ts, s.duration / ts, data) for s, data in t.read_samples(f, fmt)]
 
 
 def _gopro(f: BinaryIO, m: Movie, t: Track) -> tuple[list[TrackPoint], str, list[str]]:
@@ -106,11 +101,11 @@ def _camm_points(f: BinaryIO, m: Movie, t: Track) -> list[TrackPoint]:
     gps6: list[TrackPoint] = []
     gps5: list[TrackPoint] = []
     ts = t.timescale
-    for s in t.samples():
-        if t.formats[s.description - 1 : s.description] != [b"camm"] or s.size < 17:
+    for s, data in t.read_samples(f, b"camm"):
+        if s.size < 17:
             continue
         try:
-            typ, v = _camm.parse_sample(read_sample(f, s))
+            typ, v = _camm.parse_sample(data)
         except _camm.CammError:
             continue
         p = _camm.point_of(typ, v, s.dts / ts)
