@@ -501,3 +501,71 @@ def test_reading_telemetry_reads_only_moov_and_telemetry_samples(tmp_path):
     layout = camm_layout(path, track.points, track.make, track.model)
     assert _bytes_read() - before < 1_000_000  # laying out the rebuild reads no video data
     assert layout.size > size * 0.99
+
+
+def test_camm_with_every_sample_type(tmp_path):
+    """Types 0-4 and 7 between the position samples: parsed, ignored for the track, and the
+    track equals the official parser's."""
+    from amly.video._camm import FORMATS, parse_sample
+
+    path = tmp_path / "mixed.mp4"
+    B.build_camm(path, B.straight_track(6, 5), other_types=True, make="Insta360", model="X3")
+    assert_same(path)
+    with open(path, "rb") as f:
+        movie = open_movie(f, str(path))
+        camm = next(t for t in movie.tracks if t.handler == b"camm")
+        types = [parse_sample(data)[0] for _s, data in camm.read_samples(f, b"camm")]
+    assert set(types) == set(FORMATS) - {5}
+    assert types.count(6) == 30
+
+
+def test_gopro_max_360_with_two_video_tracks(tmp_path):
+    """A .360 (two video streams): telemetry read, and the rebuild keeps both streams."""
+    from mapillary_tools.camm import camm_parser
+
+    path = tmp_path / "GS010042.360"
+    B.build_gopro(
+        path, B.straight_track(10, 10), model="GoPro Max", base=B.Base(seconds=10, video_tracks=2)
+    )
+    track = read_video_sync(path)
+    assert (track.filetype, track.model, track.video_tracks) == ("gopro", "GoPro Max", 2)
+    out = tmp_path / "camm.mp4"
+    write_camm(path, out, track.points, track.make, track.model)
+    with open(out, "rb") as f:
+        kinds = [t.handler for t in open_movie(f, str(out)).tracks]
+        f.seek(0)
+        info = camm_parser.extract_camm_info(f)
+    assert kinds == [b"vide", b"vide", b"camm"]
+    assert info is not None and len(info.gps or info.mini_gps or []) == 100
+
+
+def _replace_stsz_with_stz2(data: bytes, field: int) -> bytes:
+    """The file with the gpmd track's stsz turned into a compact stz2 (same sizes), and every
+    box on the way up resized (chunk offsets shift: the stz2 is placed, sizes padded, so the
+    total box length stays the same)."""
+    at = data.rfind(b"stsz") - 4
+    size, _t, _v, ssize, count = struct.unpack_from(">I4sIII", data, at)
+    sizes = [ssize] * count if ssize else list(struct.unpack_from(f">{count}I", data, at + 20))
+    assert max(sizes) < 1 << field
+    if field == 16:
+        body = struct.pack(f">{count}H", *sizes)
+    else:
+        body = bytes(sizes)
+    new = struct.pack(">I4sIII", 0, b"stz2", 0, field, count) + body
+    pad = size - len(new)
+    assert pad >= 8
+    new = struct.pack(">I", len(new)) + new[4:] + struct.pack(">I4s", pad, b"free") + bytes(pad - 8)
+    return data[:at] + new + data[at + size :]
+
+
+def test_stz2_sample_sizes(tmp_path):
+    path = tmp_path / "g.mp4"
+    B.build_gopro(path, B.straight_track(10.5, 10))  # a short last payload: sizes differ
+    before = read_video_sync(path)
+    path.write_bytes(_replace_stsz_with_stz2(path.read_bytes(), 16))
+    with open(path, "rb") as f:
+        assert b"stz2" in bytes(open_movie(f, str(path)).moov_data)
+    after = read_video_sync(path)
+    assert [(p.time, p.lat, p.lon) for p in after.points] == [
+        (p.time, p.lat, p.lon) for p in before.points
+    ]

@@ -177,6 +177,7 @@ class Base:
     width: int = 1920
     height: int = 1080
     spherical: bool = False
+    video_tracks: int = 1  # GoPro MAX .360: two (the two EAC halves)
 
 
 def _mvhd(timescale: int, duration: int, next_id: int, creation: float) -> bytes:
@@ -292,7 +293,10 @@ def _assemble(
         source: str | None = base.path
     else:
         ftyp = box(b"ftyp", b"isom", struct.pack(">I", 512), b"isomiso2avc1mp41")
-        vids = [fake_video(base.seconds, base.fps, base.frame_size, base.width, base.height)]
+        vids = [
+            fake_video(base.seconds, base.fps, base.frame_size, base.width, base.height, i + 1)
+            for i in range(base.video_tracks)
+        ]
         ts, dur = 1000, int(base.seconds * 1000)
         source = None
     if base.spherical:
@@ -309,7 +313,7 @@ def _ids(base: Base) -> int:
     if base.path:
         with open(base.path, "rb") as f:
             return len([t for t in open_movie(f, base.path).tracks if t.handler == b"vide"]) + 1
-    return 2
+    return base.video_tracks + 1
 
 
 def build_gopro(
@@ -360,11 +364,13 @@ def build_camm(
     make: str = "",
     model: str = "",
     style: str = "@",
+    other_types: bool = False,
 ) -> int:
     """A CAMM MP4 (type 6 with GPS time, else 5); make/model as ``@mak``/``@mod`` (``style``
-    '@', RICOH THETA) or ``\\xa9mak``/``\\xa9mod`` ('©', Insta360)."""
+    '@', RICOH THETA) or ``\\xa9mak``/``\\xa9mod`` ('©', Insta360). ``other_types``: after
+    each position sample, one sample of each of types 0-4 and 7 (motion, exposure...)."""
     base = base or Base(seconds=max(1.0, points[-1].time + 1) if points else 1.0)
-    track = camm_track(points, _ids(base), 1000)
+    track = _camm_mixed(points, _ids(base)) if other_types else camm_track(points, _ids(base), 1000)
     udta: list[tuple[bytes, bytes]] = []
     for key, v in (("mak", make), ("mod", model)):
         if v:
@@ -374,6 +380,26 @@ def build_camm(
                 b = v.encode()
                 udta.append((b"\xa9" + key.encode(), struct.pack(">HH", len(b), 0x15C7) + b))
     return _assemble(dst, base, [track], udta=udta)
+
+
+def _camm_mixed(points: list[TrackPoint], track_id: int) -> OutTrack:
+    from ._camm import FORMATS, gps5, gps6
+
+    samples: list[bytes | int] = []
+    deltas: list[int] = []
+    others = [0, 1, 2, 3, 4, 7]
+    for i, p in enumerate(points):
+        nxt = points[i + 1].time if i + 1 < len(points) else p.time + 0.1
+        span = max(1, round((nxt - p.time) * 1000))
+        step = span // (len(others) + 1)
+        samples.append(gps6(p, p.epoch) if p.epoch else gps5(p))
+        deltas.append(step)
+        for k, typ in enumerate(others):
+            vals = (1000, 200) if typ == 1 else (0.1, 0.2, 0.3)
+            samples.append(struct.pack("<HH", 0, typ) + struct.pack(FORMATS[typ], *vals))
+            deltas.append(span - step * (len(others)) if k == len(others) - 1 else step)
+    entry = box(b"camm", b"\0" * 6, struct.pack(">H", 1))
+    return new_track(track_id, b"camm", "CameraMetadataMotionHandler", entry, 1000, samples, deltas)
 
 
 def nmea_lines(
