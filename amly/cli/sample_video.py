@@ -14,7 +14,8 @@ import os
 from typing import Any
 
 from ..errors import FileError, UsageError
-from ._common import Progress, Summary, add_output_options
+from ._common import Progress, Summary
+from ._options import add_output_options
 
 
 def register(subparsers: Any) -> None:
