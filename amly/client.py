@@ -282,7 +282,10 @@ async def _dry_run(sources: AsyncIterator[UploadSequence]) -> UploadResult:
     """What would be uploaded (sizes of the files as they are on disk); no network."""
     result = UploadResult()
     async for seq in sources:
-        paths = [seq.zip_path] if seq.zip_path else [i.path for i in seq.images]
+        if seq.video is not None:
+            paths = [seq.video.path]
+        else:
+            paths = [seq.zip_path] if seq.zip_path else [i.path for i in seq.images]
         res = SequenceResult(seq.name, images=seq.size, paths=paths)
         res.bytes = await asyncio.to_thread(_total_size, paths)
         result.sequences.append(res)

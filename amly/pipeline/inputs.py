@@ -55,16 +55,22 @@ def from_description_file(
     except (OSError, ValueError) as e:
         raise FileError(path, f"cannot read the description file: {e}") from e
     groups: dict[str, list[tuple[str, str, dict[str, Any], int]]] = {}
+    videos: list[UploadSequence] = []
     errors = 0
     for entry in entries:
         if not isinstance(entry, dict) or "error" in entry or "filename" not in entry:
             errors += 1
             continue
-        if entry.get("filetype", "image") != "image":
-            continue  # videos are not supported by this uploader
         filename = str(entry["filename"])
         if not os.path.isabs(filename):
             filename = str(path.parent / filename)
+        if entry.get("filetype", "image") != "image":
+            video = _video_of_entry(entry, filename, organization_id)
+            if video is None:
+                errors += 1
+            else:
+                videos.append(video)
+            continue
         desc = embeddable(entry)
         key = str(entry.get("MAPSequenceUUID", ""))
         filesize = entry.get("filesize")
@@ -77,7 +83,30 @@ def from_description_file(
         items.sort(key=lambda t: (_capture_sort_key(t[0]), t[1]))
         images = [UploadImage(f, d, n) for _t, f, d, n in items]
         sequences.append(UploadSequence(f"{path}#{name}", images, organization_id))
-    return sequences, errors
+    return sequences + videos, errors
+
+
+def _video_of_entry(
+    entry: dict[str, Any], filename: str, organization_id: str | None
+) -> UploadSequence | None:
+    """A video entry (``MAPGPSTrack`` rows) as one upload; None when it has no track."""
+    from ..video._describe import points_of_entry
+    from ..video._upload import VideoSource
+
+    try:
+        points = points_of_entry(entry)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not points:
+        return None
+    video = VideoSource(
+        filename,
+        points,
+        str(entry.get("MAPDeviceMake") or ""),
+        str(entry.get("MAPDeviceModel") or ""),
+        str(entry.get("filetype")),
+    )
+    return UploadSequence(f"video:{filename}", [], organization_id, video=video)
 
 
 def _capture_sort_key(t: str) -> str:

@@ -146,7 +146,8 @@ class SequenceState:
     def __init__(self, seq: UploadSequence, save: Callable[[str, dict[str, Any]], None]) -> None:
         self.seq = seq
         self.keys: list[str | None] = [None] * len(seq.images)
-        self.result = SequenceResult(seq.name, paths=[i.path for i in seq.images])
+        paths = [seq.video.path] if seq.video is not None else [i.path for i in seq.images]
+        self.result = SequenceResult(seq.name, paths=paths)
         self.failed = 0
         self.record: dict[str, Any] = {}
         self.record_key = ""
@@ -210,6 +211,17 @@ class Target(Protocol):
 
     def file_key(self, path: str) -> tuple[str, int]:
         """In a worker thread: the content key and size of a large file."""
+        ...
+
+    def video_key(self, video: Any) -> tuple[str, int, Any]:
+        """In a worker thread: the content key, size and prepared stream of a video
+        (:class:`amly.video.VideoSource`), for :meth:`send_video`."""
+        ...
+
+    async def send_video(
+        self, state: SequenceState, key: str, prepared: Any, size: int
+    ) -> tuple[str, int]:
+        """Send a video prepared by :meth:`video_key` (streamed, resumable); as :meth:`send`."""
         ...
 
     async def finish(
@@ -350,6 +362,10 @@ class Uploader:
             self.result.sequences.append(state.result)
             self.progress.sequences_total += 1
             self.progress.images_total += seq.size
+            if seq.video is not None:
+                await self._slots.acquire()
+                self._spawn(self._video(state))
+                continue
             if seq.zip_path is not None:
                 await self._slots.acquire()
                 self._spawn(self._zip(state))
@@ -527,6 +543,58 @@ class Uploader:
             return False
         record = self.sequences_table.get(self._jkey(checksum)) or {}
         return bool(record.get("cluster_id"))
+
+    # -- a video ------------------------------------------------------------------------------
+
+    async def _video(self, state: SequenceState) -> None:
+        """One video: rebuilt as CAMM (streamed), sent resumably, finished as
+        ``mly_camm_video``; journaled like a zip (receipt by key, finish by checksum)."""
+        video = state.seq.video
+        res = state.result
+        try:
+            loop = asyncio.get_running_loop()
+            try:
+                key, size, prepared = await loop.run_in_executor(
+                    self._pool, self.target.video_key, video
+                )
+            except FileError as e:
+                self._file_failed(state, e)
+                res.error = "unusable video"
+                return
+            except OSError as e:
+                self._file_failed(state, FileError(video.path, f"cannot read: {e.strerror or e}"))
+                res.error = "unreadable video"
+                return
+            except ValueError as e:  # a track with no point inside the video
+                self._file_failed(state, FileError(video.path, f"cannot rebuild: {e}"))
+                res.error = "no track to write"
+                return
+            state.keys = [key]
+            checksum = sequence_checksum([key], state.seq.organization_id)
+            receipt = self._journal_receipt(key)
+            if receipt is None and not self._finished(checksum):
+                await self.target.begin(state)
+                async with self._net:
+                    receipt, sent = await self.target.send_video(state, key, prepared, size)
+                self._journal_put_receipt(key, receipt)
+                if not sent:
+                    res.cached += 1
+            elif receipt is not None:
+                res.cached += 1
+            res.images += 1
+            res.bytes += size
+            await self._finish_sequence(
+                state, checksum, [receipt] if receipt else [], "mly_camm_video"
+            )
+            self._notify(images=1, nbytes=size, sequences=1)
+        except APIError as e:
+            if not self._per_file(e):
+                self._abort(e)
+                return
+            res.error = f"upload failed: {e.message}"
+            self._file_failed(state, FileError(video.path, f"rejected: {e.message}"))
+        finally:
+            self._slots.release()
 
     # -- a zip --------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -224,7 +224,7 @@ class CammLayout:
     points: int = 0
     extra: dict[str, object] = field(default_factory=dict)
 
-    def iter_bytes(self, start: int = 0, bufsize: int = 1 << 20) -> Iterator[bytes]:
+    def iter_bytes(self, start: int = 0, bufsize: int = 1 << 20) -> Generator[bytes, None, None]:
         """The file's bytes from ``start`` in pieces of at most ``bufsize`` (source ranges are
         read as they are needed: memory stays at one buffer)."""
         f: BinaryIO | None = open(self.source, "rb") if self.source else None
