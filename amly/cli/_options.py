@@ -144,6 +144,41 @@ def add_process_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--workers", type=int, metavar="N", help="reader processes [one per core]")
     add_track_options(p, required=False)
+    v = p.add_argument_group("videos (GoPro GPMF, CAMM, BlackVue)")
+    v.add_argument(
+        "--filetypes",
+        default="image,video",
+        metavar="LIST",
+        help="what to process, comma-separated: image, video (= gopro,camm,blackvue), gopro, "
+        "camm, blackvue [image,video]",
+    )
+    v.add_argument(
+        "--video-gpx",
+        choices=("fill", "replace"),
+        default="fill",
+        help="with --gpx/--nmea: give the track to videos without usable telemetry (fill), "
+        "or to every video (replace) [fill]",
+    )
+    v.add_argument(
+        "--gps-fixes",
+        default="2,3",
+        metavar="LIST",
+        help="GoPro points with another fix are noise (0 no fix, 2 2D, 3 3D) [2,3]",
+    )
+    v.add_argument(
+        "--max-dop",
+        type=float,
+        default=1000.0,
+        metavar="DOP100",
+        help="GoPro points with a precision (DOP x100) over this are noise [1000]",
+    )
+    v.add_argument(
+        "--gps-precision",
+        type=float,
+        default=15.0,
+        metavar="M",
+        help="GoPro GPS precision in metres for the outlier filter [15]",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
@@ -156,6 +191,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must not be negative")
     track = load_track(args)
+    videos = video_options_from_args(args)
     return Options(
         cutoff_distance=args.cutoff_distance,
         cutoff_time=args.cutoff_time if args.cutoff_time > 0 else None,
@@ -174,6 +210,35 @@ def options_from_args(args: argparse.Namespace) -> Options:
         max_gap=args.max_gap if args.max_gap and args.max_gap > 0 else None,
         recursive=not args.skip_subfolders,
         workers=args.workers,
+        images=videos[0],
+        videos=videos[1],
+    )
+
+
+def video_options_from_args(args: argparse.Namespace) -> tuple[bool, Any]:
+    """(images wanted, :class:`amly.pipeline.video.VideoOptions` or None) from the options."""
+    from ..pipeline.video import VideoOptions, parse_filetypes
+    from ..video import NoiseFilter
+
+    try:
+        images, kinds = parse_filetypes(args.filetypes)
+    except ValueError as e:
+        raise UsageError(f"--filetypes: {e}") from None
+    if not images and not kinds:
+        raise UsageError("--filetypes names nothing to process")
+    try:
+        fixes = frozenset(int(x) for x in args.gps_fixes.split(",") if x.strip())
+    except ValueError:
+        raise UsageError("--gps-fixes: a comma-separated list of 0, 2, 3") from None
+    if args.max_dop < 0 or args.gps_precision < 0:
+        raise UsageError("--max-dop and --gps-precision must not be negative")
+    if not kinds:
+        return images, None
+    return images, VideoOptions(
+        kinds=kinds,
+        noise=NoiseFilter(fixes, args.max_dop, args.gps_precision),
+        gpx_mode=args.video_gpx,
+        max_speed_kmh=args.max_speed if args.max_speed > 0 else None,
     )
 
 

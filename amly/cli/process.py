@@ -78,6 +78,53 @@ def write_description(path: str | os.PathLike[str], entries: list[dict[str, Any]
     atomic_write(path, _official_json(entries))
 
 
+def _videos(
+    args: argparse.Namespace,
+    options: Any,
+    roots: list[str],
+    entries: dict[str, list[dict[str, Any]]],
+    summary: Summary,
+    by_type: dict[str, int],
+) -> None:
+    """Each video under the DIRs as one entry (or one error entry); which clock gave its
+    times goes to the summary."""
+    from ..pipeline.video import find_videos, iter_videos
+
+    videos = find_videos(args.dirs, recursive=options.recursive)
+    if not videos:
+        return
+    progress = Progress("videos", len(videos), enabled=not (args.no_progress or args.quiet))
+    clocks: dict[str, int] = {}
+    sources: dict[str, int] = {}
+    for res in iter_videos(
+        videos,
+        options.videos,
+        track=options.track,
+        offset=options.track_offset,
+        workers=options.workers,
+    ):
+        progress.update()
+        root = res.root if res.root in entries else roots[0]
+        entries.setdefault(root, []).append(res.description_entry())
+        summary.count("videos")
+        if res.error is not None:
+            by_type[res.error.kind] = by_type.get(res.error.kind, 0) + 1
+            summary.fail(res.error)
+            continue
+        summary.count("videos_ready")
+        clocks[res.clock] = clocks.get(res.clock, 0) + 1
+        sources[res.source] = sources.get(res.source, 0) + 1
+    progress.close()
+    summary.info["video_clocks"] = clocks
+    summary.info["video_tracks_from"] = sources
+    if clocks.get("camera") and not args.quiet and not args.json:
+        print(
+            f"process: {clocks['camera']} video(s) have no GPS time: their times come from the "
+            "camera clock (mvhd), often local time; check them or give --gpx",
+            file=sys.stderr,
+        )
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import description
     from .._atomic import atomic_write
@@ -90,14 +137,19 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.exists(d):
             raise UsageError(f"no such file or folder: {d}")
     summary = Summary("process")
-    folders = scan(args.dirs, recursive=options.recursive)
+    folders = scan(args.dirs, recursive=options.recursive) if options.images else []
     total = sum(len(f.files) for f in folders)
     progress = Progress("processing", total, enabled=not (args.no_progress or args.quiet))
     roots = [os.path.abspath(d) for d in args.dirs]
     entries: dict[str, list[dict[str, Any]]] = {r: [] for r in roots}
     features: list[dict[str, Any]] = []
     by_type: dict[str, int] = {}
-    for group in iter_groups(args.dirs, options, on_read=progress.update, folders=folders):
+    groups = (
+        iter_groups(args.dirs, options, on_read=progress.update, folders=folders)
+        if options.images
+        else ()
+    )
+    for group in groups:
         root = group.folder.root if group.folder.root in entries else roots[0]
         entries.setdefault(root, []).extend(description_entries(group))
         if args.geojson:
@@ -112,6 +164,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 summary.fail(e)
     progress.close()
+    if options.videos is not None:
+        _videos(args, options, roots, entries, summary, by_type)
 
     written = []
     if args.desc_path == "-":

@@ -158,8 +158,8 @@ def find_inputs(
     for p in map(Path, paths):
         if p.is_file():
             suffix = p.suffix.lower()
-            if suffix in (".jpg", ".jpeg"):
-                raw.append(p)  # a single photo: processed in memory like a folder
+            if suffix in (".jpg", ".jpeg", ".mp4", ".mov", ".360"):
+                raw.append(p)  # a single photo or video: processed in memory like a folder
             else:
                 (zips if suffix == ".zip" else descs).append(p)
         elif p.is_dir():
@@ -243,5 +243,40 @@ async def upload_sources(
             raise TypeError(f"cannot upload {type(item).__name__}")
     if to_process:
         opts = process or Options(recursive=subfolders)
-        async for seq in iter_sequences(to_process, opts, report=report):
-            yield from_sequence(seq, organization_id)
+        if opts.images:
+            async for seq in iter_sequences(to_process, opts, report=report):
+                yield from_sequence(seq, organization_id)
+        if opts.videos is not None:
+            async for video in _video_uploads(to_process, opts, organization_id, failures):
+                yield video
+
+
+async def _video_uploads(
+    paths: list[str | os.PathLike[str]],
+    opts: Options,
+    organization_id: str | None,
+    failures: list[FileError],
+) -> AsyncIterator[UploadSequence]:
+    """The videos under ``paths``, processed (telemetry, track, checks) in a worker thread,
+    each as one upload; unusable ones go to ``failures``."""
+    from .video import find_videos, iter_videos, video_upload
+
+    found = await asyncio.to_thread(find_videos, paths, recursive=opts.recursive)
+    if not found:
+        return
+    results = await asyncio.to_thread(
+        lambda: list(
+            iter_videos(
+                found,
+                opts.videos,
+                track=opts.track,
+                offset=opts.track_offset,
+                workers=opts.workers,
+            )
+        )
+    )
+    for res in results:
+        if res.error is not None:
+            failures.append(res.error)
+        else:
+            yield video_upload(res, organization_id)

@@ -147,7 +147,7 @@ def new_track(
             stts[-1][0] += 1
         else:
             stts.append([1, d])
-    if sizes and all(s == sizes[0] for s in sizes):
+    if sizes and sizes[0] > 0 and all(s == sizes[0] for s in sizes):
         stsz = full(b"stsz", 0, 0, struct.pack(">II", sizes[0], n))
     else:
         stsz = full(b"stsz", 0, 0, struct.pack(f">II{n}I", 0, n, *sizes))
