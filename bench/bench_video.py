@@ -10,8 +10,19 @@ RSS is the child's ``ru_maxrss``. The ratio is of the medians.
 ``rebuild``: peak RSS and throughput of producing the CAMM rebuild of one multi-GB generated
 video (streamed to /dev/null), amly against the official ``transform_mp4``.
 
+``process``: ``amly process DIR --filetypes video`` against ``mapillary_tools process DIR
+--filetypes gopro,camm,blackvue`` on the extract folder: whole commands (interpreter start
+included), fresh processes, alternating, median; peak RSS of each tool's process tree.
+
+``upload``: one generated multi-GB GoPro video with its description file (amly's entry),
+uploaded by ``amly upload`` and by ``mapillary_tools upload`` to a fresh local server with
+``--latency-ms`` per request; seconds, MB/s and the client's peak process-tree RSS. The
+server must hold one ``mly_camm_video`` cluster afterwards.
+
     python bench/bench_video.py extract --videos 60 --minutes 5 --runs 3
+    python bench/bench_video.py process --videos 60 --minutes 5 --runs 3
     python bench/bench_video.py rebuild --gb 3
+    python bench/bench_video.py upload --gb 3 --latency 50 --runs 1
 """
 
 from __future__ import annotations
@@ -173,6 +184,116 @@ def bench_rebuild(args: argparse.Namespace) -> None:
         )
 
 
+def _process_cmds(folder: Path, out: Path) -> dict[str, list[str]]:
+    py = sys.executable
+    am = [py, "-m", "amly", "process", str(folder), "--filetypes", "video",
+          "--desc-path", str(out / "amly-video.json"), "-q", "--no-progress"]  # fmt: skip
+    mt = [py, "-m", "mapillary_tools.commands", "process", str(folder), "--filetypes",
+          "gopro,camm,blackvue", "--desc_path", str(out / "mt-video.json")]  # fmt: skip
+    return {"amly": am, "mapillary_tools": mt}
+
+
+def bench_process(args: argparse.Namespace) -> None:
+    sys.path.insert(0, str(HERE))
+    from bench_process import measure_fresh
+
+    folder = generate(args.videos, args.minutes)
+    out = HERE / "out"
+    out.mkdir(exist_ok=True)
+    cmds = _process_cmds(folder, out)
+    res: dict[str, list[dict]] = {k: [] for k in cmds}
+    for _ in range(args.runs):
+        for name, cmd in cmds.items():
+            res[name].append(measure_fresh(cmd))
+    ok = {
+        name: len([e for e in json.loads((out / f).read_text()) if "error" not in e])
+        for name, f in (("amly", "amly-video.json"), ("mapillary_tools", "mt-video.json"))
+    }
+    a = statistics.median(r["seconds"] for r in res["amly"])
+    m = statistics.median(r["seconds"] for r in res["mapillary_tools"])
+    ra = max(r["tree_rss_kb"] for r in res["amly"]) / 1024
+    rm = max(r["tree_rss_kb"] for r in res["mapillary_tools"]) / 1024
+    print(
+        "| videos | described (amly / official) | amly s | official s | ratio | amly tree RSS MB | official tree RSS MB |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print(
+        f"| {args.videos} | {ok['amly']} / {ok['mapillary_tools']} | {a:.3f} | {m:.3f} | **{m / a:.2f}x** | {ra:.1f} | {rm:.1f} |"
+    )
+
+
+def bench_upload(args: argparse.Namespace) -> None:
+    import tempfile
+
+    sys.path.insert(0, str(HERE))
+    from bench_process import measure_fresh
+    from bench_upload import Server, env_amly, env_official, official_cmd
+
+    from amly.description import write_file
+    from amly.video import _build as B
+    from amly.video import read_video_sync
+    from amly.video._describe import video_entry
+
+    folder = DATA / f"upload-{args.gb:g}gb"
+    src = folder / "gopro.mp4"
+    if not src.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        secs = 600.0
+        frame = int(args.gb * 1e9 / (secs * 30))
+        B.build_gopro(
+            src, B.straight_track(secs, 18), base=B.Base(seconds=secs, fps=30, frame_size=frame)
+        )
+        write_file(folder / "mapillary_image_description.json", [video_entry(read_video_sync(src))])
+    with open(src, "rb") as f:  # warm the page cache
+        while f.read(1 << 24):
+            pass
+    (HERE / "out").mkdir(exist_ok=True)
+    size = src.stat().st_size
+    print("| tool | video GB | latency ms | seconds | MB/s | client tree RSS MB | clusters |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for _ in range(args.runs):
+        for tool in ("amly", "mapillary_tools"):
+            with tempfile.TemporaryDirectory(dir=HERE / "out") as tmp:
+                home = Path(tmp)
+                srv = Server(args.latency)
+                try:
+                    if tool == "amly":
+                        cmd = [
+                            sys.executable,
+                            "-m",
+                            "amly",
+                            "upload",
+                            str(folder),
+                            "--endpoint",
+                            srv.url,
+                            "-q",
+                            "--no-progress",
+                        ]
+                        env = env_amly(home)
+                    else:
+                        cmd = official_cmd(folder)
+                        env = {
+                            k: v.replace("{URL}", srv.url)
+                            for k, v in env_official(home / "mt").items()
+                        }
+                    old = dict(os.environ)
+                    os.environ.clear()
+                    os.environ.update(env)
+                    try:
+                        r = measure_fresh(cmd)
+                    finally:
+                        os.environ.clear()
+                        os.environ.update(old)
+                    clusters, _images = srv.counts()
+                finally:
+                    srv.close()
+            s = r["seconds"]
+            print(
+                f"| {tool} | {size / 1e9:.2f} | {args.latency:g} | {s:.1f} | {size / 1e6 / s:,.0f} | {r['tree_rss_kb'] / 1024:.1f} | {clusters} (rc {r['rc']}) |",
+                flush=True,
+            )
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -185,9 +306,19 @@ def main() -> None:
     r = sub.add_parser("rebuild")
     r.add_argument("--gb", type=float, default=3.0)
     r.add_argument("--runs", type=int, default=1)
+    q = sub.add_parser("process")
+    q.add_argument("--videos", type=int, default=60)
+    q.add_argument("--minutes", type=float, default=5.0)
+    q.add_argument("--runs", type=int, default=3)
+    u = sub.add_parser("upload")
+    u.add_argument("--gb", type=float, default=3.0)
+    u.add_argument("--latency", type=float, default=50.0)
+    u.add_argument("--runs", type=int, default=1)
     args = p.parse_args()
     t = time.time()
-    {"extract": bench_extract, "rebuild": bench_rebuild}[args.mode](args)
+    modes = {"extract": bench_extract, "rebuild": bench_rebuild, "process": bench_process,
+             "upload": bench_upload}  # fmt: skip
+    modes[args.mode](args)
     print(
         f"({time.time() - t:.0f} s, rss of this driver {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB, pid {os.getpid()})",
         file=sys.stderr,

@@ -16,7 +16,7 @@ from datetime import datetime
 from ..errors import FileError, NullIslandError, SpeedTooFastError
 from ..geo import distance
 from ..types import Point
-from ._points import TrackPoint
+from ._points import TrackPoint, steps
 from ._read import VideoTrack
 
 #: The official tool's limits (``process_sequence_properties``): 10 m radius, 110 GB.
@@ -42,9 +42,7 @@ def avg_speed(points: Sequence[TrackPoint]) -> float:
     """
     if len(points) < 2:
         return 0.0
-    total = sum(
-        distance(a.lat, a.lon, b.lat, b.lon) for a, b in zip(points, points[1:], strict=False)
-    )
+    total = sum(steps(points))
     first, last = points[0], points[-1]
     if first.epoch and last.epoch:
         dt = last.epoch - first.epoch

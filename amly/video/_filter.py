@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from ..geo import distance
 from ._points import TrackPoint
+from ._points import steps as _steps
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def _speed(a: TrackPoint, b: TrackPoint) -> float:
 
 
 def remove_outliers(points: list[TrackPoint], gps_precision: float = 15.0) -> list[TrackPoint]:
-    steps = [distance(a.lat, a.lon, b.lat, b.lon) for a, b in zip(points, points[1:], strict=False)]
+    steps = _steps(points)
     if len(steps) < 2:
         return points
     max_step = max(2 * gps_precision, upper_whisker(steps))

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..geo import EARTH_RADIUS
 
 
 @dataclass(slots=True)
@@ -30,3 +34,29 @@ class TrackPoint:
 
     def with_time(self, time: float) -> TrackPoint:
         return dataclasses.replace(self, time=time)
+
+
+def steps(points: Sequence[TrackPoint]) -> list[float]:
+    """Distances in metres between consecutive points (haversine, as :func:`amly.geo.distance`,
+    with each point's radians and cosine computed once: tracks have 100,000s of points).
+
+    >>> from amly.geo import distance
+    >>> pts = [TrackPoint(0, 52.5, 13.4), TrackPoint(1, 52.6, 13.5), TrackPoint(2, 52.6, 13.5)]
+    >>> [round(d, 6) for d in steps(pts)] == [round(distance(52.5, 13.4, 52.6, 13.5), 6), 0.0]
+    True
+    """
+    if len(points) < 2:
+        return []
+    rad, sin, cos, asin, sqrt = math.radians, math.sin, math.cos, math.asin, math.sqrt
+    lat = [rad(p.lat) for p in points]
+    lon = [rad(p.lon) for p in points]
+    c = [cos(x) for x in lat]
+    out = []
+    two_r = 2 * EARTH_RADIUS
+    for i in range(1, len(points)):
+        a = (
+            sin((lat[i] - lat[i - 1]) / 2) ** 2
+            + c[i] * c[i - 1] * sin((lon[i] - lon[i - 1]) / 2) ** 2
+        )
+        out.append(two_r * asin(min(1.0, sqrt(a))))
+    return out
