@@ -121,3 +121,15 @@ def test_bad_arguments(tmp_path, clip):
     res = amly("sample-video", clip, tmp_path / "out", "--interval", "-1")
     assert res.returncode == 2 and "positive" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_video_process_samples_then_processes(tmp_path, clip):
+    v = _videos(tmp_path / "in", clip)
+    rc, out = amly_json("video-process", v["gopro"], tmp_path / "out", "--interval", "1")
+    assert rc == 0, out
+    assert out["verb"] == "process" and out["counts"]["ready"] == 4
+    entries = json.loads((tmp_path / "out" / "mapillary_image_description.json").read_text())
+    assert len(entries) == 4 and {e["MAPDeviceModel"] for e in entries} == {"HERO12 Black"}
+    assert len({e["MAPSequenceUUID"] for e in entries}) == 1
+    times = sorted(e["MAPCaptureTime"] for e in entries)
+    assert times[0] == "2023_11_14_22_13_20_000" and times[-1] == "2023_11_14_22_13_23_000"

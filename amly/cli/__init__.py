@@ -39,6 +39,7 @@ VERBS = [
     "download",
     "join_gpx",
     "sample_video",
+    "video_process",
     "server",
     "demo",
 ]

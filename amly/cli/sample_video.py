@@ -25,6 +25,18 @@ def register(subparsers: Any) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    add_sample_options(p)
+    p.add_argument(
+        "--filetypes",
+        default="gopro,camm,blackvue",
+        help="telemetry kinds to read, comma-separated [gopro,camm,blackvue]",
+    )
+    add_output_options(p)
+    p.set_defaults(func=run)
+
+
+def add_sample_options(p: argparse.ArgumentParser) -> None:
+    """The sampling arguments and options (shared with ``video-process``)."""
     p.add_argument(
         "source", metavar="VIDEO_OR_DIR", help="a video, or a folder searched recursively"
     )
@@ -33,19 +45,12 @@ def register(subparsers: Any) -> None:
     g.add_argument("--distance", type=float, metavar="M", help="one frame every M metres [3]")
     g.add_argument("--interval", type=float, metavar="S", help="one frame every S seconds")
     p.add_argument(
-        "--filetypes",
-        default="gopro,camm,blackvue",
-        help="telemetry kinds to read, comma-separated [gopro,camm,blackvue]",
-    )
-    p.add_argument(
         "--panorama",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="mark frames as 360° panoramas (default: when the video declares it)",
     )
     p.add_argument("--quality", type=int, default=90, metavar="Q", help="JPEG quality [90]")
-    add_output_options(p)
-    p.set_defaults(func=run)
 
 
 def find_videos(source: str) -> list[str]:
@@ -67,13 +72,21 @@ def find_videos(source: str) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..video import FILETYPES, read_video_sync
-    from ..video._sample import sample_video
+    from ..video import FILETYPES
 
     kinds = {k.strip() for k in args.filetypes.split(",") if k.strip()}
     kinds.discard("video")
     if not kinds <= set(FILETYPES):
         raise UsageError(f"--filetypes: unknown kinds {sorted(kinds - set(FILETYPES))}")
+    summary = sample_all(args, kinds)
+    return summary.emit(args)
+
+
+def sample_all(args: argparse.Namespace, kinds: set[str], *, quiet: bool = False) -> Summary:
+    """Sample every video of ``args.source`` into ``args.output``; the summary of it."""
+    from ..video import read_video_sync
+    from ..video._sample import sample_video
+
     if args.interval is None and args.distance is None:
         args.distance = 3.0
     if (
@@ -88,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
     if not videos:
         raise UsageError(f"{args.source}: no videos ({', '.join(('.mp4', '.mov', '.360'))})")
     summary = Summary("sample-video")
-    progress = Progress("sample-video", len(videos), enabled=not (args.quiet or args.no_progress))
+    progress = Progress(
+        "sample-video", len(videos), enabled=not (args.quiet or args.no_progress or quiet)
+    )
     clocks: dict[str, str] = {}
     try:
         for v in videos:
@@ -118,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     if clocks:
         summary.info["capture_clock"] = clocks
         camera = sorted(v for v, c in clocks.items() if c == "camera")
-        if camera and not args.quiet and not args.json:
+        if camera and not args.quiet and not args.json and not quiet:
             import sys
 
             print(
@@ -126,4 +141,4 @@ def run(args: argparse.Namespace) -> int:
                 "from the camera clock (mvhd), which cameras often write in local time",
                 file=sys.stderr,
             )
-    return summary.emit(args)
+    return summary
