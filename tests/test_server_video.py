@@ -153,3 +153,16 @@ def test_official_upload_accepts_amlys_video_description(
         (50, "RICOH", "THETA Z1"),
         (120, "GoPro", "HERO9 Black"),
     ]
+
+
+def test_video_bytes_must_match_the_md5_in_the_session_key(
+    srv: RunningServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "c.mp4"
+    B.build_camm(path, B.straight_track(5, 5))
+    data = path.read_bytes()
+    c = Client(srv)
+    key = f"mly_tools_{hashlib.md5(b'other bytes').hexdigest()}.mp4"
+    status, body, _ = c.post(key, 0, data)
+    assert status == 400 and "md5" in json.dumps(body)
+    assert c.offset(key) == 0  # nothing kept under a key that lies

@@ -47,6 +47,8 @@ SESSION_KEY_RE = re.compile(
     r"^(mly_tools_[0-9a-f]{32}\.(jpg|zip|mp4|gpx)|uuid_[0-9a-f]{32}\.json|[A-Za-z0-9_.-]{1,200})$"
 )
 _MD5_JPG_RE = re.compile(r"^mly_tools_([0-9a-f]{32})\.jpg$")
+#: Keys whose bytes are checked against the md5 they name (hashed while they stream in).
+_MD5_KEY_RE = re.compile(r"^mly_tools_([0-9a-f]{32})\.(jpg|mp4)$")
 FILE_TYPES = ("mly_bundle_manifest", "zip", "mly_camm_video")
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 LOCKS_KEY = web.AppKey("upload_locks", dict)
@@ -152,7 +154,7 @@ async def post_chunk(request: web.Request) -> web.Response:
             if extra:
                 return upload_error(409, "UploadCompleteError", "upload already complete")
             return web.json_response({"h": handle})
-        expect_md5 = _MD5_JPG_RE.match(key)
+        expect_md5 = _MD5_KEY_RE.match(key)
         got = await _receive(request, path, key, hash_from_start=bool(expect_md5) and not received)
         received += got.added
         problem = None
@@ -473,7 +475,9 @@ async def finish_upload(request: web.Request) -> web.Response:
         path = store.upload_path(row["session_key"])
         loop = asyncio.get_running_loop()
         if file_type == "mly_camm_video":
-            return await _finish_video(store, stats, path, handle, user["id"], org)
+            m = _MD5_KEY_RE.match(row["session_key"])
+            md5 = m.group(1) if m else None  # checked when the upload completed
+            return await _finish_video(store, stats, path, handle, user["id"], org, md5)
         try:
             if file_type == "zip":
                 images = await loop.run_in_executor(None, _images_of_zip, store, path)
@@ -512,7 +516,7 @@ class _Video:
     started_at: int | None
 
 
-def _check_video(path: Path) -> _Video:
+def _check_video(path: Path, md5: str | None = None) -> _Video:
     """The upload as a CAMM video: a video track and a CAMM track with GPS, or BadUpload."""
     from ..video import read_video_sync
     from ..video._mp4 import open_movie
@@ -528,16 +532,23 @@ def _check_video(path: Path) -> _Video:
     pts = video.points
     track = [[round(p.time, 3), p.lon, p.lat, p.alt, p.epoch] for p in pts]
     started = int(pts[0].epoch * 1000) if pts[0].epoch else None
-    return _Video(_md5_file(path), path.stat().st_size, video.make, video.model, track, started)
+    size = path.stat().st_size
+    return _Video(md5 or _md5_file(path), size, video.make, video.model, track, started)
 
 
 async def _finish_video(
-    store: Store, stats: Any, path: Path, handle: str, user_id: str, org: Any
+    store: Store,
+    stats: Any,
+    path: Path,
+    handle: str,
+    user_id: str,
+    org: Any,
+    md5: str | None = None,
 ) -> web.Response:
     """A ``mly_camm_video`` cluster (called under the finish lock, after the handle checks)."""
     loop = asyncio.get_running_loop()
     try:
-        video = await loop.run_in_executor(None, _check_video, path)
+        video = await loop.run_in_executor(None, _check_video, path, md5)
     except BadUpload as e:
         return graph_error(400, str(e), code=100, user_title="Invalid upload", user_msg=str(e))
     cluster_id, seq_id = store.new_id(), _sequence_id()
