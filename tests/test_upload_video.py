@@ -146,3 +146,19 @@ def test_kill_9_mid_video_upload_then_rerun(tmp_path: Path) -> None:
         _sizes_match(srv)  # the rerun sent only what the server did not have
         rows = _video_rows(srv)
         assert len(rows) == 3 and rows[-1]["size"] > 36_000_000
+
+
+def test_upload_a_folder_of_videos_without_a_description(tmp_path: Path) -> None:
+    """``amly upload`` processes a raw folder in memory: its videos too."""
+    folder = tmp_path / "raw"
+    _videos(folder)
+    (folder / DESCRIPTION_FILE).unlink()
+    B.build_camm(folder / "parked.mp4", B.straight_track(10, 5, speed=0.1))
+    with running_server(tmp_path / "srv") as srv:
+        res = _amly(srv, tmp_path / "home", str(folder))
+        assert res.returncode == 1, res.stderr  # the stationary video is reported
+        out = summary(res)
+        assert len(out["cluster_ids"]) == 3
+        assert [r["model"] for r in _video_rows(srv)] == ["DR900X Plus", "THETA Z1", "HERO9 Black"]
+        assert "MapillaryStationaryVideoError" in res.stdout
+        assert not (folder / DESCRIPTION_FILE).exists()  # nothing written next to the videos

@@ -121,11 +121,14 @@ def _check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..metadata import parse_timezone
     from ..pipeline import Options
+    from ..pipeline.video import VideoOptions
 
     _check(args)
     tz = parse_timezone(args.timezone)  # a bad zone is a UsageError already
-    # Folders without a description file are processed in memory with these options.
-    return _run(args, args.paths, Options(tz=tz, recursive=args.subfolders), reprocess=False)
+    # Folders without a description file are processed in memory with these options
+    # (their videos too: each is read, checked and uploaded as CAMM).
+    options = Options(tz=tz, recursive=args.subfolders, videos=VideoOptions())
+    return _run(args, args.paths, options, reprocess=False)
 
 
 def run_process_and_upload(args: argparse.Namespace) -> int:
