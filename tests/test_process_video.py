@@ -179,3 +179,21 @@ def test_process_and_upload_sends_photos_and_videos(tmp_path):
         assert kinds == ["mly_bundle_manifest"] + ["mly_camm_video"] * 4
         models = {r[0] for r in con.execute("SELECT model FROM videos")}
         assert models == {"DR900X Plus", "HERO7 Black", "HERO9 Black", "THETA Z1"}
+
+
+def test_official_upload_takes_amly_process_output(tmp_path):
+    from test_server_mapillary_tools import official
+
+    v = tmp_path / "v"
+    v.mkdir()
+    B.build_gopro(v / "gopro9.mp4", B.straight_track(12, 10), gps9=True, gps5=False)
+    B.build_blackvue(v / "dash.mp4", B.straight_track(15, 1, lat=45.0), empty_free_first=True)
+    B.build_camm(v / "parked.mp4", B.straight_track(10, 5, speed=0.1))
+    rc, _out = amly_json("process", v)
+    assert rc == 1  # the parked video
+    with running_server(tmp_path / "srv") as srv:
+        p = official(srv, tmp_path, "upload", str(v))
+        assert p.returncode == 0, p.stderr[-3000:]
+        con = sqlite3.connect(srv.store_dir / "amly-server.sqlite3")
+        rows = sorted(con.execute("SELECT points, model FROM videos").fetchall())
+        assert rows == [(15, "DR900X Plus"), (120, "HERO9 Black")]
