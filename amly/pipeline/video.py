@@ -41,8 +41,9 @@ class VideoOptions:
 def parse_filetypes(text: str) -> tuple[bool, frozenset[str]]:
     """``--filetypes`` as (images wanted, video kinds wanted); ``video`` means every kind.
 
-    >>> parse_filetypes("image,video")
-    (True, frozenset({'blackvue', 'camm', 'gopro'}))
+    >>> images, kinds = parse_filetypes("image,video")
+    >>> images, sorted(kinds)
+    (True, ['blackvue', 'camm', 'gopro'])
     >>> parse_filetypes("gopro")
     (False, frozenset({'gopro'}))
     """
