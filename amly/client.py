@@ -19,6 +19,7 @@ from .config import Endpoints, Secret
 from .errors import DuplicateError, FileError
 from .journal import Journal
 from .net import Limits, RetryPolicy, Transport
+from .net.flow import prefetch
 from .pipeline import Options, Report
 from .pipeline.inputs import upload_sources
 from .services import mapillary
@@ -34,6 +35,9 @@ from .services.upload import (
 )
 from .storage import Sink
 from .types import BBox, Point, UploadSequence
+
+#: Finished sequences processing may hold ahead of the uploads.
+PREFETCH_SEQUENCES = 64
 
 
 class Client:
@@ -192,7 +196,9 @@ class Client:
                 reupload=reupload,
                 progress=progress,
             )
-            result = await uploader.run(sources)
+            # Processing runs ahead of the uploads (a bounded buffer of sequences), so the
+            # pool keeps reading while the uploader waits for free slots.
+            result = await uploader.run(prefetch(sources, PREFETCH_SEQUENCES))
         result.processed = report.images
         for e in [*failures, *report.errors]:
             (result.duplicates if isinstance(e, DuplicateError) else result.failures).append(e)
