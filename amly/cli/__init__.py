@@ -36,6 +36,7 @@ VERBS = [
     "upload",
     "download",
     "join_gpx",
+    "report",
     "server",
     "demo",
 ]
