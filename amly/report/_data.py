@@ -316,8 +316,13 @@ def _load_json(path: str) -> Any:
             hint="give a processed folder, its description file, a "
             "download folder or an upload --json summary",
         ) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ReportInputError(f"{path}: cannot read it ({type(e).__name__})") from None
+    except UnicodeDecodeError as e:
+        raise ReportInputError(
+            f"{path}: not JSON (byte {e.start} is not UTF-8 text)",
+            hint="give a file amly wrote: a description file, index.geojson or --json output",
+        ) from None
+    except OSError as e:
+        raise ReportInputError(f"{path}: cannot read it ({e.strerror or 'I/O error'})") from None
     except json.JSONDecodeError as e:
         raise ReportInputError(
             f"{path}: not JSON (line {e.lineno}, column {e.colno}: {e.msg})",

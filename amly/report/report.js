@@ -181,7 +181,7 @@
     for (i = 0; i < N; i++) {
       if (!seen[i]) continue;
       d = (sx[i] - x) * (sx[i] - x) + (sy[i] - y) * (sy[i] - y);
-      if (D.st[i]) d *= 0.25;
+      if (D.st[i]) d = d * 0.25 - 4;
       if (d < bd) { bd = d; best = i; }
     }
     return best;
@@ -190,8 +190,8 @@
     var k = seqOf[i], why = D.why[i], h = [];
     h.push("<b>" + esc(D.fn[i]) + "</b>");
     if (full) h.push('<div class="note">' + esc(file(i)) + "</div>");
-    if (why) h.push('<div class="reason">' + esc(STATUS[D.st[i]] || "flagged") + ": " + esc(why[1]) + "</div>" +
-      (full ? '<div class="note">' + esc(why[0]) + "</div>" : ""));
+    if (why) h.push('<div class="reason">' + esc(why[1]) + "</div>" +
+      (full ? '<div class="note">' + esc(STATUS[D.st[i]] || "flagged") + " \u00b7 " + esc(why[0]) + "</div>" : ""));
     h.push("time " + esc(when(tm[i])));
     h.push("position " + lat[i].toFixed(6) + ", " + lon[i].toFixed(6) + (D.hd[i] >= 0 ? ", heading " + D.hd[i] + "\u00b0" : ""));
     if (k >= 0) h.push("sequence " + esc(short(D.seqs[k].id)));

@@ -1,0 +1,227 @@
+"""``amly report``: the page opened in headless Chromium (screenshots asserted on and kept
+under ``artifacts/report/``), the PNG snapshot, the inputs (process, download, upload), bad
+input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from _chromium import Chromium, available
+from _process_helpers import add_bad_files, amly, drive, write_drive
+from PIL import Image
+
+from amly.report._data import kind_of
+from amly.types import Point
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "report"
+BACKGROUND = (238, 240, 234)
+
+needs_chromium = pytest.mark.skipif(
+    not available() and not os.environ.get("CI"),
+    reason="Debian chromium is not installed (.ci/run installs it)",
+)
+
+
+def keep(png: bytes, name: str) -> Path:
+    """Keep a screenshot as a test artifact and say where."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    path.write_bytes(png)
+    print(f"screenshot: {path}")
+    return path
+
+
+def short(seq_id: str) -> str:
+    """The legend's short form of a sequence id (as report.js writes it)."""
+    return seq_id if len(seq_id) <= 14 else seq_id[:8] + "\u2026" + seq_id[-4:]
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A processed drive: two sequences (a parking gap), duplicates (a red-light stop), a GPS
+    jump, four broken files."""
+    folder = tmp_path_factory.mktemp("report") / "trip"
+    pts = drive(90)
+    p = pts[70]
+    pts[70] = Point(p.time, p.lat + 0.05, p.lon, p.alt, p.heading)  # 5.5 km away for 1 s
+    write_drive(folder, pts)
+    add_bad_files(folder)
+    out = amly("process", folder)
+    assert out.returncode == 1, out.stderr  # the broken files
+    return folder
+
+
+def description(folder: Path) -> list[dict[str, Any]]:
+    return json.loads((folder / "mapillary_image_description.json").read_text())
+
+
+def sequence_ids(folder: Path) -> list[str]:
+    return sorted({e["MAPSequenceUUID"] for e in description(folder) if "error" not in e})
+
+
+def colours_present(img: Image.Image, colours: list[str], tol: int = 12) -> dict[str, int]:
+    """How many pixels of ``img`` have each colour (within ``tol`` per channel)."""
+    hist = img.convert("RGB").getcolors(maxcolors=1 << 24) or []
+    counts = dict.fromkeys(colours, 0)
+    for c in colours:
+        t = tuple(int(c[i : i + 2], 16) for i in (1, 3, 5))
+        counts[c] = sum(n for n, px in hist if all(abs(px[k] - t[k]) <= tol for k in range(3)))
+    return counts
+
+
+def blank(img: Image.Image) -> bool:
+    """Whether ``img`` is (almost) only the map's background colour."""
+    hist = img.convert("RGB").getcolors(maxcolors=1 << 24) or []
+    return sum(n for n, px in hist if px != BACKGROUND) < 2000
+
+
+def report(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+    return amly("report", *args)
+
+
+# -- the CLI, the file, the PNG ----------------------------------------------------------------
+
+
+def test_report_is_one_self_contained_file_and_a_png(processed: Path, tmp_path: Path) -> None:
+    html, png = tmp_path / "r.html", tmp_path / "r.png"
+    out = report(processed, "-o", html, "--png", png, "--json")
+    assert out.returncode == 0, out.stderr
+    summary = json.loads(out.stdout)
+    assert summary["counts"] == {"description": 1, "photos": 94, "sequences": 2}
+    assert summary["html_bytes"] == html.stat().st_size
+    text = html.read_text()
+    # Nothing is fetched at view time but the optional basemap tiles.
+    assert re.findall(r"<script[^>]*>", text) == [
+        '<script type="application/json" id="amly-data">',
+        "<script>",
+    ]
+    assert "<link" not in text
+    assert re.findall(r"(?:src|href)=\"?(?:https?:)?//[^\"]*", text) == [
+        'href="https://www.openstreetmap.org/copyright'
+    ]
+    assert set(re.findall(r"https?://[\w.-]+", text)) <= {
+        "https://tile.openstreetmap.org",
+        "https://www.openstreetmap.org",
+    }
+    doc = json.loads(
+        re.search(r'id="amly-data">(.*?)</script>', text, re.S).group(1)  # type: ignore[union-attr]
+    )
+    types = Counter(e["error"]["type"] for e in description(processed) if "error" in e)
+    assert doc["summary"]["errors"] == dict(types)
+    assert doc["summary"]["duplicates"] == types["MapillaryDuplicationError"] > 0
+    assert doc["summary"]["gps"] == 1  # the jump
+    assert doc["summary"]["failed"] == 4
+    assert len(doc["unlocated"]) == 4  # the broken files have no position
+    assert [s["id"] for s in doc["seqs"]] and len(doc["gaps"]) == 1
+    assert doc["gaps"][0]["s"] > 600  # the parking gap cut the drive
+    img = Image.open(png)
+    assert img.size == (1200, 800)
+    colours = [s["color"] for s in doc["seqs"]]
+    counts = colours_present(img.crop((300, 0, 1200, 800)), colours)
+    assert all(n > 50 for n in counts.values()), counts
+
+
+def test_bad_inputs_get_a_clear_message(processed: Path, tmp_path: Path) -> None:
+    missing = report(tmp_path / "nope", "-o", tmp_path / "a.html")
+    assert missing.returncode == 2
+    assert "no such file" in missing.stderr and "Traceback" not in missing.stderr
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = report(empty, "-o", tmp_path / "a.html")
+    assert r.returncode == 2 and f"amly process {empty}" in r.stderr, r.stderr
+    assert not (tmp_path / "a.html").exists()
+    garbage = tmp_path / "garbage.json"
+    garbage.write_bytes(b"\x00\xff{not json")
+    other = tmp_path / "other.json"
+    other.write_text('{"hello": 1}')
+    r = report(processed, garbage, other, "-o", tmp_path / "b.html", "--json")
+    assert r.returncode == 1, r.stderr
+    fails = json.loads(r.stdout)["failures"]
+    assert [f["file"] for f in fails] == [str(garbage), str(other)]
+    assert "not JSON" in fails[0]["error"] and "not a description file" in fails[1]["error"]
+    assert (tmp_path / "b.html").stat().st_size > 0
+    assert "Traceback" not in r.stderr
+
+
+def test_official_description_file_is_read() -> None:
+    assert kind_of([{"filename": "a.jpg", "error": {"type": "x"}}]) == "description"
+
+
+# -- in Chromium --------------------------------------------------------------------------------
+
+
+async def _inspect(html: Path, shot: str, *, offline: bool, flags: list[str]) -> dict[str, Any]:
+    async with Chromium(offline=offline, flags=flags) as page:
+        await page.open(html.as_uri())
+        await page.wait_for("window.amlyReport && window.amlyReport.ready")
+        got: dict[str, Any] = {}
+        got["rect"] = await page.evaluate(
+            "(() => { const r = document.getElementById('map').getBoundingClientRect();"
+            " return [r.left, r.top, r.width, r.height]; })()"
+        )
+        got["legend"] = await page.evaluate("document.getElementById('legend').innerText")
+        got["basemap"] = await page.evaluate("document.getElementById('basemap').checked")
+        got["online"] = await page.evaluate("navigator.onLine")
+        got["map"] = await page.screenshot()
+        for name, status in (("duplicate", 1), ("gps", 2)):
+            i = await page.evaluate(f"amlyReport.find({status})")
+            assert i >= 0, f"no {name} on the map"
+            x, y = await page.evaluate(f"amlyReport.screen({i})")
+            await page.click(x, y)
+            got[name] = await page.evaluate("document.getElementById('infobody').innerText")
+            got[name + "_file"] = await page.evaluate(f"amlyReport.file({i})")
+        got["clicked"] = await page.screenshot()
+        keep(got["clicked"], shot)
+        got["errors"] = page.errors
+        return got
+
+
+def _drawn(got: dict[str, Any]) -> Image.Image:
+    import io
+
+    left, top, w, h = got["rect"]
+    img = Image.open(io.BytesIO(got["map"])).convert("RGB")
+    return img.crop((int(left), int(top), int(left + w), int(top + h)))
+
+
+@needs_chromium
+@pytest.mark.parametrize("offline", [True, False], ids=["offline", "no-tiles"])
+def test_page_in_chromium(processed: Path, tmp_path: Path, offline: bool) -> None:
+    """Offline (DevTools network emulation) and 'online' with every tile request failing
+    (a dead proxy): the map, the legend and the photo panel work the same."""
+    html = tmp_path / "r.html"
+    assert report(processed, "-o", html, "--thumbnails").returncode == 0
+    text = html.read_text()
+    doc = json.loads(re.search(r'id="amly-data">(.*?)</script>', text, re.S).group(1))  # type: ignore[union-attr]
+    flags = [] if offline else ["--proxy-server=http://127.0.0.1:9"]
+    got = asyncio.run(
+        _inspect(
+            html, f"report-{'offline' if offline else 'no-tiles'}.png", offline=offline, flags=flags
+        )
+    )
+    assert got["errors"] == []
+    assert got["online"] is (not offline) and got["basemap"] is (not offline)
+    canvas = _drawn(got)
+    assert not blank(canvas), "the map canvas is blank"
+    counts = colours_present(canvas, [s["color"] for s in doc["seqs"]])
+    assert all(n > 50 for n in counts.values()), f"a sequence is not drawn: {counts}"
+    for seq in sequence_ids(processed):
+        assert short(seq) in got["legend"]
+    dup = next(
+        e
+        for e in description(processed)
+        if e.get("error", {}).get("type") == "MapillaryDuplicationError"
+        and e["filename"] == got["duplicate_file"]
+    )
+    assert "duplicate of" in got["duplicate"]
+    assert dup["error"]["message"].split(": ", 1)[1][:40] in got["duplicate"]
+    assert os.path.basename(got["duplicate_file"]) in got["duplicate"]
+    assert "MapillaryCaptureSpeedTooFastError" in got["gps"] or "MapillaryZigZagError" in got["gps"]
