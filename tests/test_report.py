@@ -9,6 +9,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -225,3 +226,92 @@ def test_page_in_chromium(processed: Path, tmp_path: Path, offline: bool) -> Non
     assert dup["error"]["message"].split(": ", 1)[1][:40] in got["duplicate"]
     assert os.path.basename(got["duplicate_file"]) in got["duplicate"]
     assert "MapillaryCaptureSpeedTooFastError" in got["gps"] or "MapillaryZigZagError" in got["gps"]
+
+
+# -- upload results and download coverage ---------------------------------------------------------
+
+BOX = (13.400, 52.500, 13.404, 52.503)
+
+
+def _amly_at(srv: Any, home: Path, *args: str | os.PathLike[str]) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY_")}
+    env.update(AMLY_HOME=str(home), MAPILLARY_ACCESS_TOKEN=srv.token)
+    proc = subprocess.run(
+        [sys.executable, "-m", "amly", *map(str, args), "--endpoint", srv.url, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert proc.stdout.strip(), proc.stderr
+    return json.loads(proc.stdout)
+
+
+async def _panels(html: Path) -> dict[str, Any]:
+    async with Chromium(offline=True) as page:
+        await page.open(html.as_uri())
+        await page.wait_for("window.amlyReport && window.amlyReport.ready")
+        got = {
+            k: await page.evaluate(f"document.getElementById('{k}').innerText")
+            for k in ("uploads", "cover", "legend")
+        }
+        rect = await page.evaluate(
+            "(() => { const r = document.getElementById('map').getBoundingClientRect();"
+            " return [r.left, r.top, r.width, r.height]; })()"
+        )
+        await page.evaluate("document.getElementById('coverage').click()")
+        await page.wait_for("amlyReport.draws > 1")
+        got["map"], got["rect"] = await page.screenshot(), rect
+        keep(got["map"], "report-upload-download.png")
+        got["errors"] = page.errors
+        return got
+
+
+@needs_chromium
+def test_upload_clusters_and_download_coverage(processed: Path, tmp_path: Path) -> None:
+    from amly.server.seed import seed_store
+    from amly.server.store import Store
+    from amly.server.testing import running_server
+
+    store = Store(tmp_path / "server")
+    try:
+        seed_store(store, 150, BOX, seed=1)
+    finally:
+        store.close()
+    with running_server(tmp_path / "server") as srv:
+        up = _amly_at(srv, tmp_path / "home", "upload", processed)
+        assert up["ok"] and len(up["cluster_ids"]) == 2, up
+        box = ",".join(map(str, BOX))
+        out = tmp_path / "box"
+        down = _amly_at(
+            srv, tmp_path / "home", "download", "images", "--bbox", box, "--size", "256",
+            "--out", out,
+        )  # fmt: skip
+    assert down["ok"], down
+    (tmp_path / "upload.json").write_text(json.dumps(up))
+    html = tmp_path / "r.html"
+    r = report(processed, tmp_path / "upload.json", out, "-o", html, "--json")
+    assert r.returncode == 0, r.stderr
+    text = html.read_text()
+    doc = json.loads(re.search(r'id="amly-data">(.*?)</script>', text, re.S).group(1))  # type: ignore[union-attr]
+    index = json.loads((out / "index.geojson").read_text())["features"]
+    assert sum(c[3] for c in doc["coverage"]) == len(index) == doc["summary"]["downloaded"] > 0
+    by_id = {s["id"]: s for s in doc["seqs"]}
+    for row in up["sequences"]:
+        assert by_id[row["name"].rsplit("#", 1)[1]]["cluster"] == row["cluster_id"]
+    downloaded_seqs = {f["properties"]["sequence_id"] for f in index}
+    assert downloaded_seqs <= set(by_id)
+    got = asyncio.run(_panels(html))
+    assert got["errors"] == []
+    for cid in up["cluster_ids"]:
+        assert cid in got["uploads"]
+    assert f"hold {len(index)} photos" in got["cover"]
+    for s in downloaded_seqs:
+        assert short(s) in got["legend"]
+    import io
+
+    left, top, w, h = got["rect"]
+    canvas = Image.open(io.BytesIO(got["map"])).crop((left, top, left + w, top + h))
+    hist = canvas.convert("RGB").getcolors(1 << 24) or []
+    orange = sum(n for n, (r_, g, b) in hist if r_ > 230 and 150 < g < 225 and b < 170)
+    assert orange > 1000, "the coverage layer is not drawn"

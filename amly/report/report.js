@@ -318,7 +318,7 @@
 
   // -- gap chart: what cut each sequence, against the steps inside sequences -------------------
   function gaps() {
-    var c = $("gaps"), g = c.getContext("2d"), w = c.width, h = c.height, L = 34, B = 24;
+    var c = $("gaps"), g = c.getContext("2d"), w = c.width, h = c.height, L = 46, B = 24;
     var lo = -1, hi = 6, i, k;
     function px(v) { return L + (Math.log10(Math.max(v, 0.1)) - lo) / (hi - lo) * (w - L - 6); }
     function py(v) { return h - B - (Math.log10(Math.max(v, 0.1)) - lo) / (hi - lo) * (h - B - 6); }
@@ -328,7 +328,7 @@
     xt.forEach(function (t) { g.beginPath(); g.moveTo(px(t[0]), 6); g.lineTo(px(t[0]), h - B); g.stroke(); g.textAlign = "center"; g.fillText(t[1], px(t[0]), h - B + 12); });
     yt.forEach(function (t) { g.beginPath(); g.moveTo(L, py(t[0])); g.lineTo(w - 6, py(t[0])); g.stroke(); g.textAlign = "right"; g.fillText(t[1], L - 3, py(t[0]) + 3); });
     g.textAlign = "center"; g.fillText("time gap", (w + L) / 2, h - 2);
-    g.save(); g.translate(9, (h - B) / 2); g.rotate(-Math.PI / 2); g.fillText("distance", 0, 0); g.restore();
+    g.save(); g.translate(8, (h - B) / 2); g.rotate(-Math.PI / 2); g.fillText("distance", 0, 0); g.restore();
     // steps inside sequences (a sample), grey
     var steps = 0, every = 0;
     for (k = 0; k < S; k++) steps += Math.max(0, D.seqs[k].n - 1);
@@ -350,7 +350,7 @@
       g.beginPath(); g.arc(px(q.s), py(q.m), 3, 0, 2 * Math.PI); g.fill();
     });
     $("gapnote").textContent = D.gaps.length
-      ? D.gaps.length + " cuts (red) against the steps inside sequences (grey); dashed: the default cutoffs 60 s and 100 m. " +
+      ? D.gaps.length + (D.gaps.length === 1 ? " cut" : " cuts") + " (red) against the steps inside sequences (grey); dashed: the default cutoffs 60 s and 100 m. " +
         byTime + " over the time cutoff, " + byDist + " over the distance cutoff only, " + other + " by neither (length or size limit, or other cutoffs)."
       : "No sequence was cut: every folder is one sequence.";
   }
@@ -361,6 +361,8 @@
   }
 
   R.select = select;
+  R.draw = function () { var t = performance.now(); draw(); return performance.now() - t; };
+  R.zoom = function (dz) { view.z += dz; };
   R.screen = function (i) { var r = canvas.getBoundingClientRect(); return [r.left + sx[i], r.top + sy[i]]; };
   R.find = function (status) { for (var i = 0; i < N; i++) if (D.st[i] === status && seen[i]) return i; return -1; };
   R.file = file;
