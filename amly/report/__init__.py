@@ -141,6 +141,8 @@ class Report:
             self.data.sources.append(source)
 
     def _add_photos(self, photos: list[Photo], source: str | None) -> None:
+        if self._finished:
+            raise RuntimeError("Report.finish() was called: add every input before")
         if source:
             self.data.sources.append(source)
         for p in photos:

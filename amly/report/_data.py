@@ -8,6 +8,7 @@ PNG writers only read :class:`ReportData`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -76,7 +77,8 @@ class Photo:
 
 @dataclasses.dataclass
 class Sequence:
-    """A sequence's photos (in capture order) and what the report says about it."""
+    """A sequence's photos (in capture order) and what the report says about it. The derived
+    figures are computed once: add no photo after reading them."""
 
     id: str
     folder: str
@@ -84,7 +86,7 @@ class Sequence:
     cluster_id: str | None = None
     upload_error: str | None = None
 
-    @property
+    @functools.cached_property
     def length_m(self) -> float:
         pts = [p for p in self.photos if p.located]
         total = 0.0
@@ -92,15 +94,13 @@ class Sequence:
             total += distance(a.lat, a.lon, b.lat, b.lon)  # type: ignore[arg-type]
         return total
 
-    @property
+    @functools.cached_property
     def start(self) -> float | None:
-        times = [p.time for p in self.photos if p.time is not None]
-        return min(times) if times else None
+        return min((p.time for p in self.photos if p.time is not None), default=None)
 
-    @property
+    @functools.cached_property
     def end(self) -> float | None:
-        times = [p.time for p in self.photos if p.time is not None]
-        return max(times) if times else None
+        return max((p.time for p in self.photos if p.time is not None), default=None)
 
     @property
     def duration_s(self) -> float | None:

@@ -9,7 +9,7 @@ import os
 from typing import Any
 
 from .._atomic import atomic_write
-from ._data import DUPLICATE, FAILED, GPS, ReportData
+from ._data import DUPLICATE, FAILED, GPS, Photo, ReportData
 from ._encode import color
 
 BACKGROUND = (238, 240, 234)
@@ -48,7 +48,8 @@ def render(data: ReportData, size: tuple[int, int] = (1200, 800)) -> bytes:
     d = ImageDraw.Draw(img)
     pts = [p for s in data.sequences for p in s.photos if p.located]
     pts += [p for p in data.flagged if p.located]
-    xy = [mercator(p.lon, p.lat) for p in pts]  # type: ignore[arg-type]
+    merc = {id(p): mercator(p.lon, p.lat) for p in pts}  # type: ignore[arg-type]
+    xy = list(merc.values())
     legend_w = 300
     if xy:
         x0, x1 = min(x for x, _ in xy), max(x for x, _ in xy)
@@ -60,21 +61,30 @@ def render(data: ReportData, size: tuple[int, int] = (1200, 800)) -> bytes:
         ox = legend_w + 30 + ((w - legend_w - 60) - (x1 - x0) * k) / 2
         oy = 30 + ((h - 60) - (y1 - y0) * k) / 2
 
-        def at(lon: float, lat: float) -> tuple[float, float]:
-            x, y = mercator(lon, lat)
+        def at(p: Photo) -> tuple[float, float]:
+            x, y = merc[id(p)]
             return ox + (x - x0) * k, oy + (y - y0) * k
 
         for i, s in enumerate(data.sequences):
-            line = _simplify([at(p.lon, p.lat) for p in s.photos if p.located])  # type: ignore[arg-type]
+            line = _simplify([at(p) for p in s.photos if p.located])
             c = _hex(color(i))
             if len(line) > 1:
                 d.line(line, fill=c, width=3, joint="curve")
-            for x, y in line[:: max(1, len(line) // 400)] if len(line) > 1 else line:
-                d.ellipse((x - 2.5, y - 2.5, x + 2.5, y + 2.5), fill=c, outline=(255, 255, 255))
+            last = (-1e9, -1e9)
+            for x, y in line:
+                # A dot per photo only where dots do not touch: the line carries the rest.
+                if abs(x - last[0]) + abs(y - last[1]) >= 12:
+                    d.ellipse((x - 2.5, y - 2.5, x + 2.5, y + 2.5), fill=c, outline=(255, 255, 255))
+                    last = (x, y)
+        cells: set[tuple[str, int, int]] = set()
         for p in data.flagged:
             if not p.located:
                 continue
-            x, y = at(p.lon, p.lat)  # type: ignore[arg-type]
+            x, y = at(p)
+            cell = (p.status, int(x) // 8, int(y) // 8)
+            if cell in cells:  # one mark per 8 px cell and kind: overlapping marks hide lines
+                continue
+            cells.add(cell)
             if p.status == DUPLICATE:
                 d.ellipse((x - 5, y - 5, x + 5, y + 5), fill=(255, 255, 255), outline=(68, 68, 68))
             elif p.status == GPS:
@@ -84,7 +94,7 @@ def render(data: ReportData, size: tuple[int, int] = (1200, 800)) -> bytes:
                 d.line([(x + 5, y - 5), (x - 5, y + 5)], fill=(0, 0, 0), width=3)
     _legend(d, data, legend_w, h)
     buf = io.BytesIO()
-    img.save(buf, "PNG", optimize=True)
+    img.save(buf, "PNG")
     return buf.getvalue()
 
 
