@@ -315,3 +315,54 @@ def test_upload_clusters_and_download_coverage(processed: Path, tmp_path: Path) 
     hist = canvas.convert("RGB").getcolors(1 << 24) or []
     orange = sum(n for n, (r_, g, b) in hist if r_ > 230 and 150 < g < 225 and b < 170)
     assert orange > 1000, "the coverage layer is not drawn"
+
+
+async def _hostile(html: Path) -> dict[str, Any]:
+    async with Chromium(offline=True) as page:
+        await page.open(html.as_uri())
+        await page.wait_for("window.amlyReport && window.amlyReport.ready")
+        x, y = await page.evaluate("amlyReport.screen(amlyReport.find(1))")
+        await page.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+        await page.wait_for("!document.getElementById('tip').hidden")
+        tip = await page.evaluate("document.getElementById('tip').innerText")
+        await page.click(x, y)
+        info = await page.evaluate("document.getElementById('infobody').innerText")
+        injected = await page.evaluate("document.querySelectorAll('[onerror], .pwned').length")
+        keep(await page.screenshot(), "report-hostile.png")
+        return {"tip": tip, "info": info, "injected": injected, "errors": page.errors}
+
+
+@needs_chromium
+def test_hostile_names_and_values_are_shown_as_text(tmp_path: Path) -> None:
+    """A description file (anyone's) with markup in names and reasons, and values that are
+    not numbers or out of range: the page shows the text, runs nothing, draws the rest."""
+    evil = "<img src=x onerror=\"document.body.classList.add('pwned')\"></script><!--"
+    base = {"MAPCaptureTime": "2024_06_01_10_00_00_000", "MAPSequenceUUID": "s</script>"}
+    entries: list[dict[str, Any]] = [
+        {**base, "filename": f"/x/a{i}.jpg", "MAPLatitude": 52.5 + i * 1e-4, "MAPLongitude": 13.4}
+        for i in range(5)
+    ]
+    entries += [
+        {**base, "filename": "/x/bad1.jpg", "MAPLatitude": "52", "MAPLongitude": 13.4},
+        {**base, "filename": "/x/bad2.jpg", "MAPLatitude": 95.0, "MAPLongitude": 13.4},
+        {**base, "filename": "/x/bad3.jpg", "MAPCompassHeading": "north"},
+        {"filename": 7},
+        "not an entry",
+        {
+            "filename": f"/x/{evil}.jpg",
+            "MAPLatitude": 52.5002,
+            "MAPLongitude": 13.4,
+            "error": {"type": "MapillaryDuplicationError", "message": f"dup {evil}"},
+        },
+    ]
+    desc = tmp_path / "desc.json"
+    desc.write_text(json.dumps(entries))
+    html = tmp_path / "r.html"
+    r = report(desc, "-o", html, "--png", tmp_path / "r.png", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["counts"]["photos"] == 9  # the two non-entries are counted aside
+    got = asyncio.run(_hostile(html))
+    assert got["errors"] == [] and got["injected"] == 0
+    # The name holds a '/', so its last part is the file name; the panel shows the full path.
+    assert f"/x/{evil}.jpg" in got["info"] and f"dup {evil}" in got["info"]
+    assert "script><!--.jpg" in got["tip"] and f"dup {evil}" in got["tip"]

@@ -190,6 +190,18 @@ def _float(v: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
+def _position(lat: Any, lon: Any) -> tuple[float | None, float | None]:
+    """A position that can be drawn, else ``(None, None)``.
+
+    >>> _position(52.5, 13.4), _position(91, 13.4), _position("52", 13.4)
+    ((52.5, 13.4), (None, None), (None, None))
+    """
+    y, x = _float(lat), _float(lon)
+    if y is None or x is None or not (-90 <= y <= 90 and -180 <= x <= 180):
+        return None, None
+    return y, x
+
+
 def _heading(entry: Mapping[str, Any]) -> float | None:
     ch = entry.get("MAPCompassHeading")
     if isinstance(ch, Mapping):
@@ -240,7 +252,7 @@ def photos_from_description(
         filename = entry["filename"]
         if not os.path.isabs(filename):
             filename = os.path.normpath(os.path.join(base, filename))
-        lat, lon = _float(entry.get("MAPLatitude")), _float(entry.get("MAPLongitude"))
+        lat, lon = _position(entry.get("MAPLatitude"), entry.get("MAPLongitude"))
         when: float | None = None
         if isinstance(entry.get("MAPCaptureTime"), str):
             try:
@@ -289,7 +301,7 @@ def photos_from_index(features: Iterable[Any], base: str) -> list[Photo]:
         coords = geom.get("coordinates")
         if geom.get("type") != "Point" or not isinstance(coords, list) or len(coords) < 2:
             continue
-        lon, lat = _float(coords[0]), _float(coords[1])
+        lat, lon = _position(coords[1], coords[0])
         ms = _float(props.get("captured_at"))
         rel = props.get("path") or f"{props.get('id')}.jpg"
         seq = props.get("sequence_id")
