@@ -178,6 +178,10 @@ async def _inspect(html: Path, shot: str, *, offline: bool, flags: list[str]) ->
             x, y = await page.evaluate(f"amlyReport.screen({i})")
             await page.click(x, y)
             got[name] = await page.evaluate("document.getElementById('infobody').innerText")
+            got[name + "_thumb"] = await page.evaluate(
+                "(() => { const i = document.querySelector('#infobody img');"
+                " return i ? [i.complete, i.naturalWidth, i.src.slice(0, 22)] : null; })()"
+            )
             got[name + "_file"] = await page.evaluate(f"amlyReport.file({i})")
         got["clicked"] = await page.screenshot()
         keep(got["clicked"], shot)
@@ -223,6 +227,8 @@ def test_page_in_chromium(processed: Path, tmp_path: Path, offline: bool) -> Non
         and e["filename"] == got["duplicate_file"]
     )
     assert "duplicate of" in got["duplicate"]
+    # --thumbnails: the local photo's thumbnail is embedded (the synthetic photos are 320 wide).
+    assert got["duplicate_thumb"] == [True, 160, "data:image/jpeg;base64"]
     assert dup["error"]["message"].split(": ", 1)[1][:40] in got["duplicate"]
     assert os.path.basename(got["duplicate_file"]) in got["duplicate"]
     assert "MapillaryCaptureSpeedTooFastError" in got["gps"] or "MapillaryZigZagError" in got["gps"]
