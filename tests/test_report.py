@@ -372,3 +372,25 @@ def test_hostile_names_and_values_are_shown_as_text(tmp_path: Path) -> None:
     # The name holds a '/', so its last part is the file name; the panel shows the full path.
     assert f"/x/{evil}.jpg" in got["info"] and f"dup {evil}" in got["info"]
     assert "script><!--.jpg" in got["tip"] and f"dup {evil}" in got["tip"]
+
+
+def test_report_from_memory_matches_report_from_the_file(processed: Path, tmp_path: Path) -> None:
+    """What the verbs hold in memory (sequences, errors) gives the report the description
+    file gives."""
+    from amly import report as amly_report
+    from amly.pipeline import Options, iter_groups
+
+    mem = amly_report.Report()
+    for group in iter_groups([processed], Options()):
+        mem.add_processed(group.sequences, group.errors, source=str(processed))
+    disk = amly_report.Report()
+    disk.add(processed)
+    a, b = mem.finish(), disk.finish()
+    # Sequence ids are new on every run: compare everything else.
+    assert [([p.file for p in s.photos], round(s.length_m, 3)) for s in a.sequences] == [
+        ([p.file for p in s.photos], round(s.length_m, 3)) for s in b.sequences
+    ]
+    assert len(a.sequences) == 2
+    assert sorted((p.file, p.status, p.lat) for p in a.flagged) == sorted(
+        (p.file, p.status, p.lat) for p in b.flagged
+    )

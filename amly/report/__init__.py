@@ -95,6 +95,26 @@ class Report:
             )
         self._add_photos(photos, source)
 
+    def add_processed(
+        self,
+        sequences: Iterable[Any] = (),
+        errors: Iterable[Any] = (),
+        *,
+        source: str | None = None,
+    ) -> None:
+        """What a processing run holds in memory: :class:`amly.types.Sequence` objects and
+        the :class:`~amly.errors.FileError` of every dropped or failed file (their positions
+        are read from the photos)."""
+        from ..description import error_entry, file_entry
+
+        entries: list[dict[str, Any]] = []
+        for seq in sequences:
+            for m in seq.images:
+                if m.capture_time is not None and m.lat is not None and m.lon is not None:
+                    entries.append(file_entry(m, seq.uuid))
+        entries += [error_entry(e) for e in errors]
+        self.add_description(entries, source=source)
+
     def add_index(
         self, features: Iterable[Any], *, base: str = ".", source: str | None = None
     ) -> None:
