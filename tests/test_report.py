@@ -150,6 +150,8 @@ def test_bad_inputs_get_a_clear_message(processed: Path, tmp_path: Path) -> None
     assert "not JSON" in fails[0]["error"] and "not a description file" in fails[1]["error"]
     assert (tmp_path / "b.html").stat().st_size > 0
     assert "Traceback" not in r.stderr
+    r = report(processed, "-o", tmp_path / "no" / "such" / "dir" / "r.html")
+    assert r.returncode == 2 and "cannot write" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_official_description_file_is_read() -> None:

@@ -69,13 +69,20 @@ def run(args: argparse.Namespace) -> int:
         for f in summary.failures:
             print(f"amly: {f['error']}", file=sys.stderr)
         raise UsageError("nothing to report: no PATH could be read")
-    size = rep.write_html(args.output, thumbnails=args.thumbnails)
+    try:
+        size = rep.write_html(args.output, thumbnails=args.thumbnails)
+        if args.png:
+            rep.write_png(args.png)
+    except OSError as e:
+        raise UsageError(
+            f"cannot write {e.filename or args.output}: {e.strerror or 'I/O error'}",
+            hint="choose another -o/--png path (a writable folder)",
+        ) from None
     summary.count("photos", data.photos)
     summary.count("sequences", len(data.sequences))
     summary.info["html"] = os.path.abspath(args.output)
     summary.info["html_bytes"] = size
     if args.png:
-        rep.write_png(args.png)
         summary.info["png"] = os.path.abspath(args.png)
     if not args.quiet and not args.json:
         print(f"report: {os.path.abspath(args.output)}", file=sys.stderr)
