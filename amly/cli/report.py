@@ -69,14 +69,16 @@ def run(args: argparse.Namespace) -> int:
         for f in summary.failures:
             print(f"amly: {f['error']}", file=sys.stderr)
         raise UsageError("nothing to report: no PATH could be read")
+    target = args.output
     try:
         size = rep.write_html(args.output, thumbnails=args.thumbnails)
         if args.png:
+            target = args.png
             rep.write_png(args.png)
     except OSError as e:
         raise UsageError(
-            f"cannot write {e.filename or args.output}: {e.strerror or 'I/O error'}",
-            hint="choose another -o/--png path (a writable folder)",
+            f"cannot write {target}: {e.strerror or 'I/O error'}",
+            hint="give a path in a folder that exists and is writable",
         ) from None
     summary.count("photos", data.photos)
     summary.count("sequences", len(data.sequences))
