@@ -275,6 +275,7 @@ async def _panels(html: Path) -> dict[str, Any]:
         return got
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_upload_clusters_and_download_coverage(processed: Path, tmp_path: Path) -> None:
     from amly.server.seed import seed_store
