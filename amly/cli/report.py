@@ -13,7 +13,8 @@ import argparse
 import os
 import sys
 
-from ._common import Summary, add_output_options
+from ._common import Summary
+from ._options import add_output_options
 
 EPILOG = """examples:
   amly report trip/                               # after 'amly process trip/'
