@@ -84,6 +84,13 @@ def blank(img: Image.Image) -> bool:
     return sum(n for n, px in hist if px != BACKGROUND) < 2000
 
 
+def page_data(html: Path) -> dict[str, Any]:
+    """The data a report page embeds."""
+    found = re.search(r'id="amly-data">(.*?)</script>', html.read_text(), re.S)
+    assert found, f"{html} embeds no data"
+    return json.loads(found.group(1))
+
+
 def report(*args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
     return amly("report", *args)
 
@@ -287,22 +294,37 @@ def test_upload_clusters_and_download_coverage(processed: Path, tmp_path: Path) 
         seed_store(store, 150, BOX, seed=1)
     finally:
         store.close()
+    tree = tmp_path / "tree"
+    write_drive(tree / "a", drive(30, stop_at=None, park_at=None, start_lat=52.51))
     with running_server(tmp_path / "server") as srv:
-        up = _amly_at(srv, tmp_path / "home", "upload", processed)
+        up = _amly_at(srv, tmp_path / "home", "upload", processed, "--report", tmp_path / "up.html")
         assert up["ok"] and len(up["cluster_ids"]) == 2, up
+        pu = _amly_at(
+            srv, tmp_path / "home", "process-and-upload", tree, "--report", tmp_path / "pu.html"
+        )
+        assert pu["ok"] and len(pu["cluster_ids"]) == 1, pu
         box = ",".join(map(str, BOX))
         out = tmp_path / "box"
         down = _amly_at(
             srv, tmp_path / "home", "download", "images", "--bbox", box, "--size", "256",
-            "--out", out,
+            "--out", out, "--report", tmp_path / "down.html",
         )  # fmt: skip
     assert down["ok"], down
+    # --report on the verbs: the same page, from what the run held in memory.
+    assert up["report"] == str(tmp_path / "up.html") and pu["report"] == str(tmp_path / "pu.html")
+    verb_up, verb_pu, verb_down = (page_data(tmp_path / f"{n}.html") for n in ("up", "pu", "down"))
+    assert {s["cluster"] for s in verb_up["seqs"]} == set(up["cluster_ids"])
+    assert sum(s["photos"] for s in verb_up["seqs"]) == up["counts"]["images"]
+    assert verb_up["summary"]["failed"] == 0  # an upload of a processed folder fails nothing
+    assert [s["cluster"] for s in verb_pu["seqs"]] == pu["cluster_ids"]
+    assert verb_pu["seqs"][0]["photos"] == 30 and verb_pu["seqs"][0]["m"] > 300
+    assert verb_pu["uploads"][0]["verb"] == "process-and-upload"
+    assert verb_down["summary"]["downloaded"] == down["counts"]["downloaded"] > 0
     (tmp_path / "upload.json").write_text(json.dumps(up))
     html = tmp_path / "r.html"
     r = report(processed, tmp_path / "upload.json", out, "-o", html, "--json")
     assert r.returncode == 0, r.stderr
-    text = html.read_text()
-    doc = json.loads(re.search(r'id="amly-data">(.*?)</script>', text, re.S).group(1))  # type: ignore[union-attr]
+    doc = page_data(html)
     index = json.loads((out / "index.geojson").read_text())["features"]
     assert sum(c[3] for c in doc["coverage"]) == len(index) == doc["summary"]["downloaded"] > 0
     by_id = {s["id"]: s for s in doc["seqs"]}
@@ -397,3 +419,33 @@ def test_report_from_memory_matches_report_from_the_file(processed: Path, tmp_pa
     assert sorted((p.file, p.status, p.lat) for p in a.flagged) == sorted(
         (p.file, p.status, p.lat) for p in b.flagged
     )
+
+
+def test_process_report_option(processed: Path, tmp_path: Path) -> None:
+    """``amly process --report``: the page of the run, as ``amly report`` draws the folder."""
+    html = tmp_path / "p.html"
+    out = amly("process", processed, "--desc-path", tmp_path / "d.json", "--report", html, "--json")
+    assert out.returncode == 1, out.stderr  # the broken files
+    summary = json.loads(out.stdout)
+    assert summary["report"] == str(html)
+    doc = page_data(html)
+    types = Counter(
+        e["error"]["type"] for e in json.loads((tmp_path / "d.json").read_text()) if "error" in e
+    )
+    assert doc["summary"]["errors"] == dict(types)
+    assert doc["summary"]["photos"] == summary["counts"]["images"]
+    assert len(doc["seqs"]) == summary["counts"]["sequences"] == 2
+    assert doc["summary"]["gps"] == 1 and len(doc["gaps"]) == 1
+    bad = amly(
+        "process",
+        processed,
+        "--desc-path",
+        tmp_path / "e.json",
+        "--report",
+        tmp_path / "no" / "r.html",
+        "--json",
+    )
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    fails = json.loads(bad.stdout)["failures"]
+    assert any(f["type"] == "report" and "cannot write the report" in f["error"] for f in fails)
+    assert (tmp_path / "e.json").exists()  # the run's own work stands

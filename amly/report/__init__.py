@@ -115,6 +115,34 @@ class Report:
         entries += [error_entry(e) for e in errors]
         self.add_description(entries, source=source)
 
+    def add_upload_sequences(self, sequences: Iterable[Any], *, source: str | None = None) -> None:
+        """Sequences as they entered an upload (:class:`amly.types.UploadSequence`): each
+        image's embedded description holds its position, time and direction. Named like
+        the upload results (``<description file>#<uuid>`` or the uuid), so
+        :meth:`add_upload` attaches their cluster ids."""
+        entries: list[dict[str, Any]] = []
+        for seq in sequences:
+            key = seq.name.rsplit("#", 1)[-1]
+            for image in seq.images:
+                entries.append(
+                    {**image.description, "filename": image.path, "MAPSequenceUUID": key}
+                )
+        self.add_description(entries, source=source, read_photos=False)
+
+    def add_failures(
+        self, failures: Iterable[Mapping[str, Any]], *, source: str | None = None
+    ) -> None:
+        """Failed files as a verb's summary lists them (``file``, ``type``, ``error``)."""
+        entries = [
+            {
+                "filename": str(f.get("file") or "?"),
+                "error": {"type": f.get("type") or "error", "message": str(f.get("error") or "")},
+            }
+            for f in failures
+        ]
+        if entries:
+            self.add_description(entries, source=source)
+
     def add_index(
         self, features: Iterable[Any], *, base: str = ".", source: str | None = None
     ) -> None:
@@ -163,7 +191,7 @@ class Report:
     def _add_photos(self, photos: list[Photo], source: str | None) -> None:
         if self._finished:
             raise RuntimeError("Report.finish() was called: add every input before")
-        if source:
+        if source and source not in self.data.sources:
             self.data.sources.append(source)
         for p in photos:
             if p.status != OK or p.sequence is None:
