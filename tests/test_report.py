@@ -449,3 +449,59 @@ def test_process_report_option(processed: Path, tmp_path: Path) -> None:
     fails = json.loads(bad.stdout)["failures"]
     assert any(f["type"] == "report" and "cannot write the report" in f["error"] for f in fails)
     assert (tmp_path / "e.json").exists()  # the run's own work stands
+
+
+def _photo(
+    path: Path,
+    colour: tuple[int, int, int],
+    *,
+    thumb: tuple[int, int, int] | None,
+    orientation: int = 1,
+) -> Path:
+    """A 640x480 JPEG of one colour; with ``thumb`` an EXIF thumbnail of another colour."""
+    import io
+
+    import piexif
+
+    exif: dict[str, Any] = {"0th": {piexif.ImageIFD.Orientation: orientation}}
+    if thumb is not None:
+        buf = io.BytesIO()
+        Image.new("RGB", (160, 120), thumb).save(buf, "JPEG")
+        exif["1st"] = {
+            piexif.ImageIFD.JPEGInterchangeFormat: 0,
+            piexif.ImageIFD.JPEGInterchangeFormatLength: 0,
+        }
+        exif["thumbnail"] = buf.getvalue()
+    Image.new("RGB", (640, 480), colour).save(path, "JPEG", exif=piexif.dump(exif))
+    return path
+
+
+def _decoded(uri: str | None) -> Image.Image:
+    import base64
+    import io
+
+    assert uri and uri.startswith("data:image/jpeg;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB")
+
+
+def test_thumbnails_use_the_cameras_exif_thumbnail(tmp_path: Path) -> None:
+    """A photo with an EXIF thumbnail gives that one (no decode of the photo); one without
+    is decoded; the photo's orientation applies to both; a broken file gives none."""
+    from amly.report._thumbs import thumbnail
+
+    red, blue = (200, 0, 0), (0, 0, 200)
+    with_thumb = _decoded(thumbnail(str(_photo(tmp_path / "a.jpg", red, thumb=blue))))
+    assert with_thumb.size == (160, 120)
+    assert all(abs(c - b) < 30 for c, b in zip(with_thumb.getpixel((80, 60)), blue, strict=True))
+    plain = _decoded(thumbnail(str(_photo(tmp_path / "b.jpg", red, thumb=None))))
+    assert plain.size == (160, 120)
+    assert all(abs(c - r) < 30 for c, r in zip(plain.getpixel((80, 60)), red, strict=True))
+    turned = _decoded(thumbnail(str(_photo(tmp_path / "c.jpg", red, thumb=blue, orientation=6))))
+    assert turned.size == (120, 160)
+    turned_plain = _decoded(
+        thumbnail(str(_photo(tmp_path / "d.jpg", red, thumb=None, orientation=6)))
+    )
+    assert turned_plain.size == (120, 160)
+    (tmp_path / "e.jpg").write_bytes(b"\xff\xd8\xff\xe1\x00\x10Exif\x00\x00II*\x00\xff\xff\xff\x7f")
+    assert thumbnail(str(tmp_path / "e.jpg")) is None
+    assert thumbnail(str(tmp_path / "missing.jpg")) is None

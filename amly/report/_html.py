@@ -3,55 +3,21 @@ CDN; it opens by double-click and works offline)."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import os
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from typing import Any
 
 from .._atomic import atomic_write
+from . import _thumbs
 from ._data import ReportData
 from ._encode import payload
-
-#: Longest side of an embedded thumbnail, pixels (about 4 KB each as JPEG).
-THUMB_SIZE = 160
 
 
 def asset(name: str) -> str:
     """The text of a file shipped next to this module (``report.js``, ``report.css``)."""
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
-
-
-def thumbnail(path: str, size: int = THUMB_SIZE) -> str | None:
-    """A small JPEG of a local photo as a ``data:`` URI; ``None`` when it cannot be read.
-
-    The JPEG decoder's draft mode decodes at 1/2..1/8 scale directly, so this stays fast
-    on 12-megapixel photos.
-    """
-    from PIL import Image, ImageOps
-
-    if not os.path.isfile(path):
-        return None
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (size, size))
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            im.thumbnail((size, size))
-            buf = io.BytesIO()
-            im.save(buf, "JPEG", quality=60, optimize=True)
-    except Exception:  # any unreadable photo just has no thumbnail
-        return None
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _thumbnails(files: list[str], workers: int | None) -> dict[str, str]:
-    """Thumbnails of many photos, decoded in threads (Pillow releases the GIL)."""
-    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-        uris = pool.map(thumbnail, files, chunksize=16)
-        return {f: u for f, u in zip(files, uris, strict=True) if u}
 
 
 def script_json(obj: Any) -> str:
@@ -70,7 +36,7 @@ def render(data: ReportData, *, thumbnails: bool = False, workers: int | None = 
     if thumbnails:
         from ._encode import ordered_photos
 
-        thumbs = _thumbnails([p.file for p, _ in ordered_photos(data)], workers)
+        thumbs = _thumbs.thumbnails([p.file for p, _ in ordered_photos(data)], workers)
     doc = payload(data, thumbs.get if thumbnails else None)
     return TEMPLATE.format(
         title=html.escape(data.title),
