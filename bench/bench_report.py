@@ -143,11 +143,79 @@ def run_report(desc: Path, html: Path, png: Path) -> dict[str, float]:
     return {"seconds": time.perf_counter() - t, "rss_mb": usage.ru_maxrss / 1024}
 
 
+def with_exif_thumbnails(src: Path, dst: Path) -> Path:
+    """Copies of the dataset's photos carrying a 160x90 EXIF thumbnail, as cameras write."""
+    import io
+
+    import piexif
+    from PIL import Image
+
+    if (dst / "done").exists():
+        return dst
+    for photo in sorted(src.rglob("*.jpg")):
+        out = dst / photo.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        buf = io.BytesIO()
+        with Image.open(photo) as im:
+            im.draft("RGB", (160, 90))
+            im.convert("RGB").resize((160, 90)).save(buf, "JPEG", quality=75)
+        exif = piexif.load(str(photo))
+        exif["1st"] = {
+            piexif.ImageIFD.JPEGInterchangeFormat: 0,
+            piexif.ImageIFD.JPEGInterchangeFormatLength: 0,
+        }
+        exif["thumbnail"] = buf.getvalue()
+        piexif.insert(piexif.dump(exif), str(photo), str(out))
+    (dst / "done").write_text("")
+    return dst
+
+
+def thumbnails(n: int, runs: int) -> None:
+    """What ``--thumbnails`` costs on real-sized photos (1920x1080 JPEGs, bench/gen_dataset),
+    without and with the EXIF thumbnail cameras write."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gen_dataset import generate
+
+    plain = generate(ROOT / "bench" / "data" / f"process_{n}", n)
+    exif = with_exif_thumbnails(plain, ROOT / "bench" / "data" / f"report_thumbs_{n}")
+    for data, label in ((plain, "decoded"), (exif, "EXIF thumbnail")):
+        thumbnail_row(data, n, runs, label)
+
+
+def thumbnail_row(data: Path, n: int, runs: int, label: str) -> None:
+    desc = OUT / f"thumbs_{n}_{data.name}.json"
+    subprocess.run(
+        [sys.executable, "-m", "amly", "process", data, "--desc-path", desc, "-q"], check=False
+    )
+    rows = {}
+    for flag in ([], ["--thumbnails"]):
+        times, html = [], OUT / f"thumbs_{n}_{data.name}{'_t' if flag else ''}.html"
+        for _ in range(runs):
+            t = time.perf_counter()
+            cmd = [sys.executable, "-m", "amly", "report", desc, "-o", html, "-q", *flag]
+            subprocess.run(cmd, check=True)
+            times.append(time.perf_counter() - t)
+        rows[bool(flag)] = (statistics.median(times), html.stat().st_size)
+    (t0, s0), (t1, s1) = rows[False], rows[True]
+    print(
+        f"| {n:,} photos 1920x1080, {label} | {t0:.2f} s, {s0 / 1e6:.2f} MB "
+        f"| {t1:.2f} s, {s1 / 1e6:.2f} MB "
+        f"| {(s1 - s0) / n / 1e3:.1f} KB | {n / max(t1 - t0, 1e-9):,.0f} photos/s |"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--photos", type=int, default=50_000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument(
+        "--thumbnails", type=int, metavar="N", help="instead: --thumbnails on N real-sized photos"
+    )
     args = ap.parse_args()
+    if args.thumbnails:
+        OUT.mkdir(parents=True, exist_ok=True)
+        thumbnails(args.thumbnails, args.runs)
+        return
     OUT.mkdir(parents=True, exist_ok=True)
     doc = entries(args.photos)
     desc = OUT / "mapillary_image_description.json"
