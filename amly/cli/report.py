@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--thumbnails",
         action="store_true",
-        help="embed a small thumbnail of each local photo (about 4 KB per photo)",
+        help="embed a small thumbnail of each local photo (a few KB per photo)",
     )
     p.add_argument("--title", help="the page's title [the PATHs' names]")
     add_output_options(p)
