@@ -484,6 +484,7 @@ def _decoded(uri: str | None) -> Image.Image:
     return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGB")
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # the broken file, on purpose
 def test_thumbnails_use_the_cameras_exif_thumbnail(tmp_path: Path) -> None:
     """A photo with an EXIF thumbnail gives that one (no decode of the photo); one without
     is decoded; the photo's orientation applies to both; a broken file gives none."""
