@@ -158,6 +158,7 @@ class Client:
         reupload: bool = False,
         dry_run: bool = False,
         progress: ProgressCallback | None = None,
+        on_sequence: Callable[[UploadSequence], None] | None = None,
     ) -> UploadResult:
         """Upload folders, description files, zip files, :class:`~amly.Sequence` or
         :class:`~amly.types.UploadSequence` objects (an async iterable uploads while it is
@@ -168,7 +169,8 @@ class Client:
         file or not. Each folder's sequences start uploading while later folders are still
         being processed (that is ``process-and-upload``). Returns per-sequence results (cluster ids); raises
         :class:`~amly.AuthError` for a bad token and :class:`~amly.APIError` when the server
-        keeps failing beyond the retry policy.
+        keeps failing beyond the retry policy. ``on_sequence`` sees each sequence as it
+        enters the upload (images with the descriptions they carry: a report's input).
         """
         failures: list[FileError] = []
         report = Report()
@@ -181,6 +183,8 @@ class Client:
             failures=failures,
             report=report,
         )
+        if on_sequence is not None:
+            sources = _observed(sources, on_sequence)
         if dry_run:
             result = await _dry_run(sources)
         else:
@@ -282,6 +286,14 @@ class Client:
         """The time-ordered :class:`~amly.Point` list of a sequence's images."""
         await self.token()
         return await mapillary.sequence_track(self.transport, sequence_id)
+
+
+async def _observed(
+    sources: AsyncIterator[UploadSequence], on_sequence: Callable[[UploadSequence], None]
+) -> AsyncIterator[UploadSequence]:
+    async for seq in sources:
+        on_sequence(seq)
+        yield seq
 
 
 async def _dry_run(sources: AsyncIterator[UploadSequence]) -> UploadResult:

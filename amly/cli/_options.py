@@ -7,6 +7,7 @@ track, processing, and the network options every network verb shares identically
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from ..config import Secret
     from ..net import Limits
     from ..pipeline import Options
+    from ..report import Report
+    from ._common import Summary
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
@@ -232,3 +235,38 @@ def client_from_args(
         journal=journal,
         limits=limits,
     )
+
+
+def add_report_option(p: argparse.ArgumentParser) -> None:
+    """``--report HTML``: a map of the run, the page ``amly report`` writes; on every verb
+    that processes, uploads or downloads photos."""
+    p.add_argument_group("report").add_argument(
+        "--report",
+        metavar="HTML",
+        help="also write a map of this run: one self-contained HTML page that works offline "
+        "(see 'amly report')",
+    )
+
+
+def report_from_args(args: argparse.Namespace, title: str) -> Report | None:
+    """An empty :class:`amly.report.Report` when ``--report`` was given, else None."""
+    if not getattr(args, "report", None):
+        return None
+    from ..report import Report
+
+    return Report(title=title)
+
+
+def write_report(args: argparse.Namespace, report: Report | None, summary: Summary) -> None:
+    """Write ``--report`` (before the summary is emitted). A report that cannot be written
+    is one failure of the run; the run's work stands."""
+    if report is None:
+        return
+    try:
+        report.write_html(args.report)
+    except OSError as e:
+        summary.fail(
+            f"cannot write the report: {e.strerror or 'I/O error'}", path=args.report, kind="report"
+        )
+        return
+    summary.info["report"] = os.path.abspath(args.report)
