@@ -167,9 +167,9 @@ class Client:
         A folder without a description file is processed in memory first, with ``process``
         (options; the photos are not changed); with ``reprocess`` every folder is, description
         file or not. Each folder's sequences start uploading while later folders are still
-        being processed (that is ``process-and-upload``). Returns per-sequence results (cluster ids); raises
-        :class:`~amly.AuthError` for a bad token and :class:`~amly.APIError` when the server
-        keeps failing beyond the retry policy. ``on_sequence`` sees each sequence as it
+        being processed (that is ``process-and-upload``). Returns per-sequence results
+        (cluster ids); raises :class:`~amly.AuthError` for a bad token and
+        :class:`~amly.APIError` when the server keeps failing beyond the retry policy. ``on_sequence`` sees each sequence as it
         enters the upload (images with the descriptions they carry: a report's input).
         """
         failures: list[FileError] = []
