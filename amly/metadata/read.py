@@ -10,6 +10,7 @@ of looping or allocating. Every failure says what is wrong and what to do.
 
 from __future__ import annotations
 
+import errno
 import os
 import struct
 from datetime import datetime, timedelta, timezone, tzinfo
@@ -53,6 +54,12 @@ def read_image(path: str | os.PathLike[str], *, tz: tzinfo | None = None) -> Ima
     try:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise MetadataError(
+                name,
+                "cannot open the file: it is a symbolic link that loops (points back to itself)",
+                hint="remove the link or point it at the real photo",
+            ) from None
         raise MetadataError(
             name,
             f"cannot open the file: {exc.strerror}",
