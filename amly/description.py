@@ -43,10 +43,17 @@ def format_capture_time(t: datetime) -> str:
 
     >>> format_capture_time(datetime(2021, 2, 13, 13, 24, 41, 140000, tzinfo=timezone.utc))
     '2021_02_13_13_24_41_140'
+    >>> format_capture_time(datetime(1, 1, 1, 0, 0, 0, 999, tzinfo=timezone.utc))
+    '0001_01_01_00_00_00_000'
     """
     if t.tzinfo is None:
         raise ValueError("capture time must be timezone-aware")
-    return t.astimezone(timezone.utc).strftime(CAPTURE_TIME_FORMAT)[:-3]
+    u = t.astimezone(timezone.utc)
+    # Not strftime: its %Y writes year 1 as "1", which nobody parses back.
+    return (
+        f"{u.year:04d}_{u.month:02d}_{u.day:02d}_{u.hour:02d}_{u.minute:02d}_{u.second:02d}_"
+        f"{u.microsecond // 1000:03d}"
+    )
 
 
 def parse_capture_time(s: str) -> datetime:

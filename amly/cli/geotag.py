@@ -14,6 +14,7 @@ longer than ``--max-gap``, are reported and left untouched.
 from __future__ import annotations
 
 import argparse
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -95,14 +96,33 @@ def load_track(args: argparse.Namespace) -> list[list[Any]] | None:
     from .. import gpx  # only now: XML parsing imports are not free
 
     try:
-        segments = gpx.read_nmea(path) if getattr(args, "nmea", None) else gpx.read_track(path)
+        tracks = gpx.read_tracks(path, nmea=True if getattr(args, "nmea", None) else None)
     except FileNotFoundError:
         raise UsageError(f"no such track file: {path}") from None
-    except (ValueError, OSError) as e:
+    except OSError as e:
+        raise UsageError(f"cannot read the track {path}: {e.strerror}") from None
+    except ValueError as e:
         raise UsageError(f"cannot read the track {path}: {e}") from None
+    segments = [seg for trk in tracks for seg in trk.segments]
+    dropped = sum(t.dropped for t in tracks)
+    bad_elevations = sum(t.bad_elevations for t in tracks)
+    why = (
+        f"{dropped} point(s) left out: position not a number or out of range, or time "
+        "unreadable or implausible"
+    )
     if not any(segments):
-        raise UsageError(f"the track {path} has no points")
-    return list(segments)
+        raise UsageError(
+            f"the track {path} has no usable points" + (f" ({why})" if dropped else ""),
+            hint="check that the file is the logger's track and not damaged",
+        )
+    if (dropped or bad_elevations) and not getattr(args, "quiet", False):
+        notes = [why] if dropped else []
+        if bad_elevations:
+            notes.append(
+                f"{bad_elevations} elevation(s) ignored: not a number or beyond -1000..100000 m"
+            )
+        print(f"amly: warning: track {path}: " + "; ".join(notes), file=sys.stderr)
+    return segments
 
 
 def _write_position(item: tuple[ImageMeta, datetime | None]) -> str:

@@ -151,8 +151,15 @@ def _fields(
     for t in (capture_time, gps_time):
         if t is not None and t.utcoffset() is None:
             raise ValueError("capture_time and gps_time must be timezone-aware")
-    if heading is not None and not 0.0 <= heading % 360.0 < 360.0:
+        if t is not None and t.year in (1, 9999):
+            try:
+                t.astimezone(timezone.utc)
+            except OverflowError:
+                raise ValueError(f"time outside the calendar in UTC: {t.isoformat()}") from None
+    if heading is not None and not 0.0 <= heading % 360.0 < 360.0:  # also NaN, infinite
         raise ValueError(f"bad heading: {heading}")
+    if alt is not None and not abs(alt) < 0xFFFFFFFF / 1000:  # what a RATIONAL in mm holds
+        raise ValueError(f"altitude out of range: {alt}")
     fields = {
         "capture_time": capture_time,
         "lat": lat,
@@ -210,6 +217,15 @@ def format_offset(t: datetime) -> str:
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+def _exif_datetime(t: datetime) -> str:
+    """EXIF ``YYYY:MM:DD HH:MM:SS`` (not strftime: its %Y writes year 1 as "1").
+
+    >>> _exif_datetime(datetime(1, 2, 3, 4, 5, 6))
+    '0001:02:03 04:05:06'
+    """
+    return f"{t.year:04d}:{t.month:02d}:{t.day:02d} {t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+
+
 def _edits(e: str, fields: dict[str, Any], gps: dict[int, T.Entry]) -> dict[str, dict[int, _Value]]:
     """The tag values to write per IFD ("0th", "Exif", "GPS")."""
     ifd0: dict[int, _Value] = {}
@@ -220,7 +236,7 @@ def _edits(e: str, fields: dict[str, Any], gps: dict[int, T.Entry]) -> dict[str,
             ifd0[tag] = _ascii(fields[key])
     t: datetime | None = fields.get("capture_time")
     if t is not None:
-        exif[T.DATETIME_ORIGINAL] = _ascii(t.strftime("%Y:%m:%d %H:%M:%S"))
+        exif[T.DATETIME_ORIGINAL] = _ascii(_exif_datetime(t))
         us = t.microsecond
         exif[T.SUBSEC_TIME_ORIGINAL] = _ascii(
             f"{us // 1000:03d}" if us % 1000 == 0 else f"{us:06d}"
@@ -249,7 +265,7 @@ def _edits(e: str, fields: dict[str, Any], gps: dict[int, T.Entry]) -> dict[str,
             stamp = t  # readers prefer the GPS clock: keep it in step with the capture time
     if stamp is not None:
         u = stamp.astimezone(timezone.utc)
-        gpsv[T.GPS_DATESTAMP] = _ascii(u.strftime("%Y:%m:%d"))
+        gpsv[T.GPS_DATESTAMP] = _ascii(_exif_datetime(u)[:10])
         gpsv[T.GPS_TIMESTAMP] = _rationals(
             e, [(u.hour, 1), (u.minute, 1), (u.second * 1_000_000 + u.microsecond, 1_000_000)]
         )
