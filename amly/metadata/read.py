@@ -55,17 +55,7 @@ def read_image(path: str | os.PathLike[str], *, tz: tzinfo | None = None) -> Ima
     try:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise MetadataError(
-                name,
-                "cannot open the file: it is a symbolic link that loops (points back to itself)",
-                hint="remove the link or point it at the real photo",
-            ) from None
-        raise MetadataError(
-            name,
-            f"cannot open the file: {exc.strerror}",
-            hint="check that it exists and is readable",
-        ) from None
+        raise open_error(name, exc) from None
     try:
         size = os.fstat(fd).st_size
         if size == 0:
@@ -109,6 +99,21 @@ def read_image(path: str | os.PathLike[str], *, tz: tzinfo | None = None) -> Ima
     except (struct.error, IndexError) as exc:  # an entry with a zero count, a short value
         raise MetadataError(name, f"corrupt EXIF: {exc}", hint=_HINT_EXIF) from None
     return meta
+
+
+def open_error(name: str, exc: OSError) -> MetadataError:
+    """The per-file error for a photo that cannot be opened."""
+    if exc.errno == errno.ELOOP:
+        return MetadataError(
+            name,
+            "cannot open the file: it is a symbolic link that loops (points back to itself)",
+            hint="remove the link or point it at the real photo",
+        )
+    return MetadataError(
+        name,
+        f"cannot open the file: {exc.strerror or 'unknown error'}",
+        hint="check that it exists and is readable",
+    )
 
 
 def _pread(fd: int, n: int, offset: int) -> bytes:

@@ -34,6 +34,7 @@ from .._atomic import atomic_write
 from ..errors import MetadataError
 from . import _tiff as T
 from ._jpeg import APP1, EOI, EXIF_PREFIX, JpegError, exif_insert_position, segment, walk
+from .read import open_error
 
 #: APP1 payload limit: the segment length field is 16 bits and counts itself.
 MAX_APP1_PAYLOAD = 0xFFFD
@@ -68,11 +69,32 @@ def update_exif(
     fields = _fields(capture_time, lat, lon, alt, heading, description, make, model, gps_time)
     if not fields:
         return
-    with open(name, "rb") as f:
-        jpeg = f.read()
+    jpeg = read_file(name)
     _require_complete(jpeg, name)
     # memoryview slices are written as they are: no copy of the scan data.
-    atomic_write(name, cast("list[bytes]", _edit(jpeg, name, fields)))
+    replace_file(name, cast("list[bytes]", _edit(jpeg, name, fields)))
+
+
+def read_file(name: str) -> bytes:
+    """The whole photo; an unreadable one is a :class:`~amly.errors.MetadataError`."""
+    try:
+        with open(name, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise open_error(name, exc) from None
+
+
+def replace_file(name: str, chunks: bytes | list[bytes]) -> None:
+    """:func:`~amly._atomic.atomic_write`, a failure (read-only folder, full disk) being a
+    :class:`~amly.errors.MetadataError`: the photo is then unchanged."""
+    try:
+        atomic_write(name, chunks)
+    except OSError as exc:
+        raise MetadataError(
+            name,
+            f"cannot write the file: {exc.strerror or 'unknown error'}",
+            hint="check the folder's permissions and free space; the photo was left unchanged",
+        ) from None
 
 
 def _require_complete(jpeg: bytes, name: str) -> None:
