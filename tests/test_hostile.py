@@ -429,3 +429,28 @@ def test_jpeg_walker_never_loops_on_fill_bytes() -> None:
     with pytest.raises(JpegError):
         walk(b"\xff\xd8" + b"\xff" * 100_000, True)
     assert image_data(photo()) == image_data(photo(exif(lat=LAT + 1)))
+
+
+def test_process_and_upload_on_the_corpus(corpus: tuple[Path, Path, dict[bytes, str]]) -> None:
+    """The upload road: every usable photo arrives (the one whose name is not UTF-8 too),
+    every other one is a per-file failure, and no photo is touched."""
+    from _upload_helpers import amly as amly_at
+
+    from amly.server.testing import running_server
+
+    folder, _, before = corpus
+    home = folder.parent / "home"
+    with running_server(folder.parent / "srv") as srv:
+        out = amly_at(
+            srv, home, "process-and-upload", str(folder), "--json", "--no-progress",
+            "--journal", str(home / "journal.sqlite3"),
+        )  # fmt: skip
+    assert "Traceback" not in out.stderr, out.stderr
+    assert out.returncode == 1, out.stderr
+    summary = strict_json(out.stdout)
+    check_failures(summary)
+    # The drive (11, the first under a name that is not UTF-8), sub/inner.jpg, and three
+    # photos read through a fallback or past a harmless defect (the rest are duplicates).
+    assert summary["counts"]["images"] == 15, summary["counts"]
+    assert all(s["error"] is None for s in summary["sequences"])
+    assert tree_digest(folder) == before
