@@ -192,6 +192,11 @@ def test_process_on_the_corpus(corpus: tuple[Path, Path, dict[bytes, str]]) -> N
             validate_image_desc(e)  # the official tool's own schema
             assert -90 <= e["MAPLatitude"] <= 90 and -180 <= e["MAPLongitude"] <= 180
             parse_capture_time(e["MAPCaptureTime"])
+        # The official reader maps the escaped name back to the same bytes on disk.
+        from mapillary_tools.serializer.description import DescriptionJSONSerializer
+
+        theirs = {os.fsencode(m.filename) for m in DescriptionJSONSerializer.deserialize(raw)}
+        assert os.path.join(os.fsencode(folder), NON_UTF8) in theirs
         # Camera time unusable, GPS time good: read with the GPS time, not rejected.
         for name in fallback_photos():
             e = by_name[os.fsencode(str(folder / name))]
@@ -454,3 +459,29 @@ def test_process_and_upload_on_the_corpus(corpus: tuple[Path, Path, dict[bytes, 
     assert summary["counts"]["images"] == 15, summary["counts"]
     assert all(s["error"] is None for s in summary["sequences"])
     assert tree_digest(folder) == before
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["geotag", "{dir}", "--gpx", "{track}", "--offset-time=nan"],
+        ["geotag", "{dir}", "--gpx", "{track}", "--offset-time=1e300"],
+        ["process", "{dir}", "--offset-time=-inf"],
+        ["process", "{dir}", "--offset-angle=nan"],
+        ["interpolate-direction", "{dir}", "--offset-angle=inf"],
+        ["fix-dates", "{dir}", "2024-01-01 00:00:00", "nan"],
+        ["fix-dates", "{dir}", "9999-12-31 23:59:59", "1", "--timezone=-05:00"],
+        ["fix-dates", "{dir}", "2024-01-01 00:00:00", "9e9"],
+    ],
+)
+def test_numbers_beyond_reason_are_usage_errors(tmp_path: Path, args: list[str]) -> None:
+    """An offset of NaN or of a million years never reaches a photo or a description."""
+    photos = tmp_path / "photos"
+    _unlocated(photos, 3)
+    track = tmp_path / "t.gpx"
+    track.write_text(good_gpx())
+    before = tree_digest(photos)
+    out = amly(*(a.format(dir=photos, track=track) for a in args), "--no-progress")
+    assert out.returncode == 2, out.stderr
+    assert "Traceback" not in out.stderr and out.stderr.strip(), out.stderr
+    assert tree_digest(photos) == before

@@ -36,11 +36,31 @@ def add_timezone_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def finite_float(text: str) -> float:
+    """An argparse type: a real number (not nan or inf) below 1e10 in size (1e10 s is three
+    centuries: no offset can push a time past the calendar's end).
+
+    >>> finite_float("-12.5")
+    -12.5
+    >>> finite_float("nan")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: not a finite number below 1e10: 'nan'
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not abs(value) < 1e10:  # also NaN
+        raise argparse.ArgumentTypeError(f"not a finite number below 1e10: {text!r}")
+    return value
+
+
 def add_offset_angle_option(p: argparse._ActionsContainer) -> None:
     """``--offset-angle``: the same option (and default) wherever directions are computed."""
     p.add_argument(
         "--offset-angle",
-        type=float,
+        type=finite_float,
         default=0.0,
         metavar="DEG",
         help="degrees added to every direction (camera not facing forward) [0]",

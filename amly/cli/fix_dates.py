@@ -7,11 +7,10 @@ DateTimeOriginal/SubSecTimeOriginal (losslessly: only the EXIF segment changes).
 from __future__ import annotations
 
 import argparse
-import math
 from datetime import datetime, timedelta, timezone, tzinfo
 
 from ..errors import UsageError
-from ._common import Summary, add_output_options, add_timezone_option
+from ._common import Summary, add_output_options, add_timezone_option, finite_float
 from ._inplace import scan_dir, write_each
 
 EPILOG = """\
@@ -35,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dir", metavar="DIR", help="folder of JPEGs (files in name order)")
     p.add_argument("start", metavar="START", help="time of the first photo: 'YYYY-MM-DD HH:MM:SS'")
-    p.add_argument("increment", metavar="INCREMENT", type=float, help="seconds between photos")
+    p.add_argument(
+        "increment", metavar="INCREMENT", type=finite_float, help="seconds between photos"
+    )
     add_timezone_option(p)
     add_output_options(p)
     p.set_defaults(func=run)
@@ -74,8 +75,6 @@ def _check_span(args: argparse.Namespace, start: datetime, n: int) -> None:
     from ..types import CAPTURE_YEARS
 
     years = f"{CAPTURE_YEARS.start}..{CAPTURE_YEARS.stop - 1}"
-    if not math.isfinite(args.increment):
-        raise UsageError(f"INCREMENT must be a number of seconds, not {args.increment}")
     try:
         last = start + timedelta(seconds=max(n - 1, 0) * args.increment)
         ok = all(t.astimezone(timezone.utc).year in CAPTURE_YEARS for t in (start, last))

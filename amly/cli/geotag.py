@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..types import ImageMeta
-from ._common import add_offset_angle_option, add_output_options, add_timezone_option
+from ._common import add_offset_angle_option, add_output_options, add_timezone_option, finite_float
 from ._inplace import read_dir, write_each
 
 EPILOG = """\
@@ -68,7 +68,7 @@ def add_track_options(p: argparse.ArgumentParser, *, required: bool) -> None:
     src.add_argument("--nmea", metavar="FILE", help="NMEA log to take positions from")
     g.add_argument(
         "--offset-time",
-        type=float,
+        type=finite_float,
         default=0.0,
         metavar="S",
         help="seconds to add to camera times to get GPS times (camera clock offset) [0]",
