@@ -87,17 +87,21 @@ def scan(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> 
 
 
 def _walk(top: str, recursive: bool) -> Iterator[Folder]:
-    try:
-        entries = sorted(os.scandir(top), key=lambda e: e.name)
-    except OSError:
-        return
-    files = [e.path for e in entries if is_image_name(e.name) and _is_file(e)]
-    if files:
-        yield Folder(top, top, files)
-    if recursive:
-        for e in entries:
-            if not e.name.startswith(".") and _is_real_dir(e):
-                yield from _walk(e.path, recursive)
+    # Depth-first with a stack, not recursion: a tree nested deeper than Python's recursion
+    # limit (a broken or hostile card) must not crash the scan.
+    stack = [top]
+    while stack:
+        path = stack.pop()
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError:
+            continue
+        files = [e.path for e in entries if is_image_name(e.name) and _is_file(e)]
+        if files:
+            yield Folder(path, path, files)
+        if recursive:
+            subs = [e.path for e in entries if not e.name.startswith(".") and _is_real_dir(e)]
+            stack.extend(reversed(subs))  # popped in name order
 
 
 def _is_file(entry: os.DirEntry[str]) -> bool:

@@ -226,7 +226,7 @@ NON_UTF8 = b"\xff\xfe-first.jpg"
 def write_corpus(folder: Path, *, healthy_count: int = 6) -> None:
     """A folder as a damaged card holds it: healthy photos (the first one under a name that
     is not UTF-8), every hostile photo, odd names, a looping link, a dangling link, a
-    directory loop, a FIFO and a folder named like a photo."""
+    directory loop, a FIFO, a folder named like a photo and one named in no encoding."""
     folder.mkdir(parents=True, exist_ok=True)
     names = [NON_UTF8] + [f"IMG_{i:04d}.jpg".encode() for i in range(1, healthy_count)]
     for i, name in enumerate(names):
@@ -241,7 +241,7 @@ def write_corpus(folder: Path, *, healthy_count: int = 6) -> None:
     os.symlink("nowhere.jpg", folder / "dangling.jpg")
     (folder / "dir.jpg").mkdir()
     os.mkfifo(folder / "fifo.jpg")
-    sub = folder / "sub"
+    sub = folder / os.fsdecode(b"sub-\xfe")  # a folder name that is not UTF-8 either
     sub.mkdir()
     os.symlink("..", sub / "up")
     os.symlink("../sub", sub / "self")

@@ -485,3 +485,28 @@ def test_numbers_beyond_reason_are_usage_errors(tmp_path: Path, args: list[str])
     assert out.returncode == 2, out.stderr
     assert "Traceback" not in out.stderr and out.stderr.strip(), out.stderr
     assert tree_digest(photos) == before
+
+
+def test_scan_survives_deep_trees_and_keeps_its_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folders depth-first by name, each folder's photos before its subfolders', however deep
+    the tree (deeper than Python's recursion limit here)."""
+    from amly.pipeline import scan
+
+    for rel in ("b", "a/c", "a/b/z", "a"):
+        (tmp_path / rel).mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel / "p.jpg").write_bytes(healthy(0))
+    deep = tmp_path / "d"
+    deep.mkdir()
+    monkeypatch.chdir(deep)  # relative steps (restored after the test)
+    for _ in range(1200):
+        os.mkdir("n")
+        os.chdir("n")
+    Path("deepest.jpg").write_bytes(healthy(1))
+    os.chdir(tmp_path)
+    order = [os.path.relpath(f.path, tmp_path) for f in scan([tmp_path])]
+    assert order[:4] == ["a", os.path.join("a", "b", "z"), os.path.join("a", "c"), "b"]
+    assert order[4].startswith("d") and order[4].count(os.sep) == 1200
+    code, summary, _ = run_json("process", tmp_path)
+    assert code == 0 and summary["counts"]["images"] == 5, summary
