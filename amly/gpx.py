@@ -541,13 +541,18 @@ def join_gpx(
     """Merge GPX/NMEA files into one GPX 1.1 file: one ``<trk>`` per input track, in order.
 
     Track names are kept (NMEA files and unnamed tracks are named after their file); the
-    output is written atomically. Returns the number of tracks written.
+    output is written atomically. Returns the number of tracks written. A file that is not
+    a track raises ``ValueError`` naming it, and nothing is written.
     """
     parts = [_GPX_HEAD.format(creator=quoteattr(creator)), _metadata_xml(name, None, None)]
     count = 0
     for path in paths:
         base = os.path.splitext(os.path.basename(os.fspath(path)))[0]
-        for trk in read_tracks(path):
+        try:
+            tracks = read_tracks(path)
+        except ValueError as e:  # which file: the parser's message cannot say
+            raise ValueError(f"{os.fspath(path)}: {e}") from None
+        for trk in tracks:
             if not trk.segments:
                 continue
             parts.extend(_trk_xml(trk.name or base, trk.segments))

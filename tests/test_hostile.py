@@ -500,13 +500,55 @@ def test_scan_survives_deep_trees_and_keeps_its_order(
     deep = tmp_path / "d"
     deep.mkdir()
     monkeypatch.chdir(deep)  # relative steps (restored after the test)
-    for _ in range(1200):
+    for _ in range(DEPTH):
         os.mkdir("n")
         os.chdir("n")
     Path("deepest.jpg").write_bytes(healthy(1))
-    os.chdir(tmp_path)
-    order = [os.path.relpath(f.path, tmp_path) for f in scan([tmp_path])]
-    assert order[:4] == ["a", os.path.join("a", "b", "z"), os.path.join("a", "c"), "b"]
-    assert order[4].startswith("d") and order[4].count(os.sep) == 1200
-    code, summary, _ = run_json("process", tmp_path)
-    assert code == 0 and summary["counts"]["images"] == 5, summary
+    try:
+        os.chdir(tmp_path)
+        order = [os.path.relpath(f.path, tmp_path) for f in scan([tmp_path])]
+        assert order[:4] == ["a", os.path.join("a", "b", "z"), os.path.join("a", "c"), "b"]
+        assert order[4].startswith("d") and order[4].count(os.sep) == DEPTH
+        code, summary, _ = run_json("process", tmp_path)
+        assert code == 0 and summary["counts"]["images"] == 5, summary
+    finally:
+        _remove_deep(deep)
+
+
+DEPTH = 1200
+
+
+def _remove_deep(deep: Path) -> None:
+    """Remove the deep tree bottom-up: pytest's own cleanup (shutil.rmtree) recurses and
+    would fail on it in a later session."""
+    os.chdir(deep)
+    for _ in range(DEPTH):
+        os.chdir("n")
+    for name in os.listdir("."):
+        os.unlink(name)
+    for _ in range(DEPTH):
+        os.chdir("..")
+        for name in os.listdir("n"):
+            os.unlink(os.path.join("n", name))
+        os.rmdir("n")
+
+
+def test_join_gpx_with_hostile_tracks(tmp_path: Path) -> None:
+    folder = tmp_path / "tracks"
+    folder.mkdir()
+    (folder / "a.gpx").write_text(gpx(_hostile_rows()["nan_and_infinite_points"]))
+    out = tmp_path / "all.gpx"
+    code, summary, _ = run_json("join-gpx", folder, out)
+    assert code == 0, summary
+    text = out.read_text()
+    assert "NaN" not in text and "inf" not in text  # only the valid points are written
+    # An entity bomb: refused by name, nothing written.
+    ents = '<!ENTITY a0 "haha">' + "".join(
+        f'<!ENTITY a{i} "{f"&a{i - 1};" * 10}">' for i in range(1, 10)
+    )
+    bomb = f'<?xml version="1.0"?><!DOCTYPE gpx [{ents}]><gpx><trk><name>&a9;</name></trk></gpx>'
+    (folder / "b.gpx").write_text(bomb)
+    out.unlink()
+    res = amly("join-gpx", folder, out, "--no-progress")
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert "b.gpx" in res.stderr and not out.exists()
