@@ -389,6 +389,7 @@ def edit_tiff(tiff: bytes | None, fields: dict[str, Any]) -> bytes:
         if ent is not None and ent.n >= 1:
             where[key] = at = T.ints(src, e, ent, tag)[0]
             ifds[key] = T.read_ifd(src, e, at, f"{key} IFD")
+    _check_disjoint(where, ifds)
     for key in ifds:
         ed.protect_ifd(where[key], ifds[key])
     note = ifds["Exif"].get(T.MAKER_NOTE)
@@ -407,6 +408,21 @@ def edit_tiff(tiff: bytes | None, fields: dict[str, Any]) -> bytes:
         if at != ifd0_at:
             struct.pack_into(e + "L", ed.out, 4, at)
     return bytes(ed.out)
+
+
+def _check_disjoint(where: dict[str, int | None], ifds: dict[str, dict[int, T.Entry]]) -> None:
+    """Refuse IFDs that share bytes (a pointer back into IFD0, or onto another IFD): an edit
+    would copy one directory's tags into the other."""
+    label = {"0th": "IFD0", "Exif": "Exif IFD", "GPS": "GPS IFD"}
+    spans = [
+        (label[name], at, at + 2 + 12 * len(ifds[name]) + 4)
+        for name, at in where.items()
+        if at is not None
+    ]
+    for i, (a, a0, a1) in enumerate(spans):
+        for b, b0, b1 in spans[i + 1 :]:
+            if a0 < b1 and b0 < a1:
+                raise T.TiffError(f"the {a} and the {b} overlap (a pointer loops back)")
 
 
 # -- the JPEG edit ----------------------------------------------------------------------------
