@@ -177,8 +177,10 @@ def test_process_on_the_corpus(corpus: tuple[Path, Path, dict[bytes, str]]) -> N
     from mapillary_tools.serializer.description import validate_image_desc
 
     folder, track, before = corpus
+    geojson = folder.parent / "map.geojson"
     for extra in ([], ["--gpx", str(track)]):
-        code, summary, _ = run_json("process", folder, *extra)
+        code, summary, _ = run_json("process", folder, *extra, "--geojson", geojson)
+        assert strict_json(geojson.read_text())["features"]
         assert code == 1, summary
         check_failures(summary)
         assert tree_digest(folder).keys() - before.keys() == {DESCRIPTION_FILE.encode()}
