@@ -232,11 +232,21 @@ def _trkpt(pt: ET.Element, counts: _Counts) -> Point | None:
         lon = float(pt.attrib["lon"])
         when = parse_time(t)
     except (KeyError, ValueError):
-        when = None
-    if when is None or not _position_ok(lat, lon) or when.year not in CAPTURE_YEARS:
         counts.dropped += 1
         return None
-    alt = _elevation(ele, counts) if ele and ele.strip() else None
+    # (inline, not _position_ok(): this runs for every point of long tracks)
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0) or when.year not in CAPTURE_YEARS:
+        counts.dropped += 1
+        return None
+    alt = None
+    if ele:
+        try:
+            alt = float(ele)
+        except ValueError:
+            alt = math.nan if ele.strip() else None
+        if alt is not None and not MIN_ELEVATION <= alt <= MAX_ELEVATION:
+            counts.bad_elevations += 1
+            alt = None
     return Point(when, lat, lon, alt)
 
 
