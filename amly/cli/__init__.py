@@ -40,6 +40,7 @@ VERBS = [
     "join_gpx",
     "sample_video",
     "video_process",
+    "report",
     "server",
     "demo",
 ]
