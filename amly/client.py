@@ -304,7 +304,7 @@ async def _dry_run(sources: AsyncIterator[UploadSequence]) -> UploadResult:
             paths = [seq.video.path]
         else:
             paths = [seq.zip_path] if seq.zip_path else [i.path for i in seq.images]
-        res = SequenceResult(seq.name, images=seq.size, paths=paths)
+        res = SequenceResult(seq.name, images=seq.size, paths=paths, video=seq.video is not None)
         res.bytes = await asyncio.to_thread(_total_size, paths)
         result.sequences.append(res)
     return result

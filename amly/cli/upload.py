@@ -187,7 +187,8 @@ def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reproc
             source="this run",
         )
         write_report(args, report, summary)
-    if not summary.counts.get("images") and not summary.failures and not args.quiet:
+    nothing = not summary.counts.get("images") and not summary.counts.get("videos")
+    if nothing and not summary.failures and not args.quiet:
         hint = (
             "" if getattr(args, "subfolders", True) else " (photos in subfolders? add --subfolders)"
         )
@@ -217,8 +218,11 @@ def _summarise(summary: Summary, result: UploadResult, dry_run: bool) -> None:
         summary.fail(e)
     if result.duplicates:
         summary.count("duplicates", len(result.duplicates))
-    summary.count("sequences", len(result.sequences))
-    summary.count("images", result.images)
+    videos = sum(1 for s in result.sequences if s.video)
+    summary.count("sequences", len(result.sequences) - videos)
+    summary.count("images", result.images - videos)
+    if videos:
+        summary.count("videos", videos)
     if not dry_run:
         summary.count("already_uploaded", sum(s.cached for s in result.sequences))
         summary.count("skipped_sequences", sum(1 for s in result.sequences if s.skipped))

@@ -64,6 +64,8 @@ class SequenceResult:
     skipped: bool = False
     error: str | None = None
     paths: list[str] = dataclasses.field(default_factory=list)
+    video: bool = False
+    """The sequence is one video (``images`` counts it as 1)."""
 
     @property
     def ok(self) -> bool:
@@ -147,7 +149,7 @@ class SequenceState:
         self.seq = seq
         self.keys: list[str | None] = [None] * len(seq.images)
         paths = [seq.video.path] if seq.video is not None else [i.path for i in seq.images]
-        self.result = SequenceResult(seq.name, paths=paths)
+        self.result = SequenceResult(seq.name, paths=paths, video=seq.video is not None)
         self.failed = 0
         self.record: dict[str, Any] = {}
         self.record_key = ""
