@@ -70,6 +70,7 @@ def test_upload_videos_from_a_description_file_then_rerun(tmp_path: Path) -> Non
         assert res.returncode == 0, res.stderr
         out = summary(res)
         assert len(out["cluster_ids"]) == 3
+        assert out["counts"]["videos"] == 3 and out["counts"]["images"] == 0
         rows = _video_rows(srv)
         assert [(r["file_type"], r["points"], r["model"]) for r in rows] == [
             ("mly_camm_video", 15, "DR900X Plus"),

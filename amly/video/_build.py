@@ -237,17 +237,16 @@ def encode_clip(
 ) -> str:
     """A real H.264 clip (PyAV) whose frames differ, to be the ``base`` of built files."""
     import av
-    import numpy as np
+    from PIL import Image, ImageDraw
 
     with av.open(os.fspath(path), "w") as c:
         s = c.add_stream("libx264", rate=fps)
         s.width, s.height, s.pix_fmt = width, height, "yuv420p"
         s.options = {"preset": "ultrafast"}
         for i in range(int(seconds * fps)):
-            img = np.zeros((height, width, 3), dtype=np.uint8)
-            img[:, :, 0] = (i * 7) % 256
-            img[:, : (i % width) + 1, 1] = 255
-            for pkt in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            img = Image.new("RGB", (width, height), ((i * 7) % 256, 0, 0))
+            ImageDraw.Draw(img).rectangle((0, 0, i % width, height), fill=((i * 7) % 256, 255, 0))
+            for pkt in s.encode(av.VideoFrame.from_image(img)):
                 c.mux(pkt)
         for pkt in s.encode():
             c.mux(pkt)
