@@ -569,3 +569,15 @@ def test_stz2_sample_sizes(tmp_path):
     assert [(p.time, p.lat, p.lon) for p in after.points] == [
         (p.time, p.lat, p.lon) for p in before.points
     ]
+
+
+def test_fragmented_mp4_is_refused_for_the_rebuild(tmp_path):
+    """Frames in 'moof' fragments are not in the sample tables: never upload a video
+    without its pictures."""
+    path = tmp_path / "g.mp4"
+    B.build_gopro(path, B.straight_track(5, 10))
+    track = read_video_sync(path)
+    with open(path, "ab") as f:  # a movie fragment after the file, as fragmented MP4s have
+        f.write(struct.pack(">I4s", 16, b"moof") + bytes(8))
+    with pytest.raises(Mp4Error, match="fragmented MP4"):
+        camm_layout(path, track.points)

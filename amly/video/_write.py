@@ -387,6 +387,14 @@ def camm_layout(
     vids = [t for t in m.tracks if t.handler == b"vide"]
     if not vids:
         raise Mp4Error(name, "no video track to upload", hint="the file holds only audio or data")
+    if any(b.type == b"moof" for b in m.top) or not all(len(t.sizes) for t in vids):
+        # the frames live in movie fragments the sample tables do not list: a rebuild from
+        # moov alone would upload a video without pictures
+        raise Mp4Error(
+            name,
+            "a fragmented MP4 (frames in 'moof' fragments) cannot be rebuilt for upload",
+            hint="re-export it as a regular MP4 (e.g. with the camera's app)",
+        )
     tracks = [copied_track(m, t) for t in vids]
     camm_id = max([m.next_track_id, *(t.track_id + 1 for t in vids)])
     tracks.append(camm_track(points, camm_id, m.timescale or 1000))
