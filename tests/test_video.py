@@ -581,3 +581,17 @@ def test_fragmented_mp4_is_refused_for_the_rebuild(tmp_path):
         f.write(struct.pack(">I4s", 16, b"moof") + bytes(8))
     with pytest.raises(Mp4Error, match="fragmented MP4"):
         camm_layout(path, track.points)
+
+
+def test_a_sample_count_larger_than_the_file_is_refused(tmp_path):
+    """A constant-size stsz claiming 4 billion samples: an error, not a 16 GB allocation."""
+    path = tmp_path / "g.mp4"
+    B.build_gopro(path, B.straight_track(10, 10))
+    data = bytearray(path.read_bytes())
+    at = data.find(b"stsz")  # the video track's (constant frame size)
+    size, count = struct.unpack_from(">II", data, at + 8)
+    assert size > 0
+    struct.pack_into(">I", data, at + 12, 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+    with pytest.raises(Mp4Error, match="stsz"):
+        read_video_sync(path)

@@ -183,6 +183,7 @@ class Track:
     chunk_offsets: array = field(default_factory=lambda: array("Q"))
     elst: list[tuple[int, int]] = field(default_factory=list)  # (segment_duration, media_time)
     stbl: Box | None = None
+    file_size: int = 0  # bounds what the tables may claim (a lying count never allocates)
 
     @property
     def name(self) -> str:
@@ -383,7 +384,7 @@ def _lenient_children(m: Movie, box: Box) -> list[Box]:
 
 
 def _parse_trak(m: Movie, trak: Box) -> Track:
-    t = Track(m.path, trak)
+    t = Track(m.path, trak, file_size=m.file_size)
     stack = [trak]
     while stack:
         parent = stack.pop()
@@ -451,6 +452,8 @@ def _parse_leaf(t: Track, typ: bytes, p: memoryview) -> None:
     elif typ == b"stsz":
         size, count = struct.unpack_from(">II", p, 4)
         if size:
+            if size * count > t.file_size:
+                raise struct.error("stsz claims more bytes than the file has")
             t.sizes = array("I", [size]) * count
         else:
             t.sizes = _be_array(p, 12, count, 4)
