@@ -107,6 +107,7 @@ def _videos(
         track=options.track,
         offset=options.track_offset,
         workers=options.workers,
+        keep_points=False,
     ):
         progress.update()
         root = res.root if res.root in entries else roots[0]

@@ -102,7 +102,12 @@ class VideoResult:
 
 
 def process_video(
-    root: str, path: str, vopts: VideoOptions, track: list[Point] | None = None, offset: float = 0.0
+    root: str,
+    path: str,
+    vopts: VideoOptions,
+    track: list[Point] | None = None,
+    offset: float = 0.0,
+    keep_points: bool = True,
 ) -> VideoResult:
     """Read, fill from ``track`` as ``vopts.gpx_mode`` says, check, describe one video."""
     from ..video import read_video_sync
@@ -143,7 +148,9 @@ def process_video(
         if err is not None:
             raise err
         res.entry = video_entry(video)
-        res.make, res.model, res.points = video.make, video.model, video.points
+        res.make, res.model = video.make, video.model
+        if keep_points:  # an upload needs them; a description file has them in its entry
+            res.points = video.points
     except Mp4Error as e:
         res.error = e
     except FileError as e:
@@ -166,7 +173,7 @@ def _bare(path: str) -> Any:
     )
 
 
-def _one(args: tuple[str, str, VideoOptions, list[Point] | None, float]) -> VideoResult:
+def _one(args: tuple[str, str, VideoOptions, list[Point] | None, float, bool]) -> VideoResult:
     return process_video(*args)
 
 
@@ -177,11 +184,13 @@ def iter_videos(
     track: list[list[Point]] | None = None,
     offset: float = 0.0,
     workers: int | None = None,
+    keep_points: bool = True,
 ) -> Iterator[VideoResult]:
     """Process ``videos`` (from :func:`find_videos`), in order; a process pool when there
-    are enough of them to pay for it."""
+    are enough of them to pay for it. ``keep_points=False``: results carry only their
+    description entries (nothing large crosses back from the pool)."""
     flat = [p for seg in track for p in seg] if track else None
-    jobs = [(root, path, vopts, flat, offset) for root, path in videos]
+    jobs = [(root, path, vopts, flat, offset, keep_points) for root, path in videos]
     n = workers or os.cpu_count() or 1
     if len(jobs) < 8 or n < 2:
         for j in jobs:

@@ -231,6 +231,9 @@ def parse_payload(buf: bytes) -> Payload:
             elif klv.key == b"DVNM":
                 names[dvid] = klv.data.replace(b"\0", b"").decode("utf-8", "replace")
             elif klv.key == b"STRM" and klv.type == "\0":
+                end = klv.start + klv.size * klv.repeat
+                if buf.find(b"GPS", klv.start, end) < 0:
+                    continue  # accelerometer, gyro, exposure...: no need to walk it
                 stream: dict[bytes, Klv] = {}
                 for s in klv.children():
                     stream[s.key] = s
