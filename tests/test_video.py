@@ -595,3 +595,14 @@ def test_a_sample_count_larger_than_the_file_is_refused(tmp_path):
     path.write_bytes(bytes(data))
     with pytest.raises(Mp4Error, match="stsz"):
         read_video_sync(path)
+
+
+@needs_samples
+def test_model_from_minf_in_the_udta_gpmf(tmp_path):
+    """A real camera's udta GPMF (global settings, MINF "HERO7 Black") beside a device named
+    "Camera": the model is MINF's; the official tool, reading DVNM only, says "Camera"."""
+    header = (SAMPLES / "gpmf-raw" / "gopro-telemetry_mp4header.raw").read_bytes()
+    path = tmp_path / "g.mp4"
+    B.build_gopro(path, B.straight_track(5, 10), model="Camera", udta_gpmf=header)
+    assert read_video_sync(path).model == "HERO7 Black"
+    assert official(path).model == "Camera"

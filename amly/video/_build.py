@@ -325,6 +325,7 @@ def build_gopro(
     gps5: bool = True,
     payloads: list[bytes] | None = None,
     extra_device: bool = False,
+    udta_gpmf: bytes | None = None,
 ) -> int:
     """A GoPro MP4: a ``gpmd`` track (handler ``meta``) of one GPMF payload per second."""
     base = base or Base(seconds=max(1.0, math.ceil(points[-1].time + 1e-9) if points else 1.0))
@@ -352,7 +353,10 @@ def build_gopro(
         per_chunk=1,
         media_header=full(b"nmhd", 0, 0),
     )
-    return _assemble(dst, base, [gpmd], udta=[(b"FIRM", b"HD9.01.01.60.00")])
+    udta = [(b"FIRM", b"HD9.01.01.60.00")]
+    if udta_gpmf is not None:  # the camera's global settings (MINF: the model), as GoPros write
+        udta.append((b"GPMF", udta_gpmf))
+    return _assemble(dst, base, [gpmd], udta=udta)
 
 
 def build_camm(
