@@ -111,7 +111,7 @@ def process_video(
 ) -> VideoResult:
     """Read, fill from ``track`` as ``vopts.gpx_mode`` says, check, describe one video."""
     from ..video import read_video_sync
-    from ..video._describe import check_video, from_gpx_only, gpx_track, video_entry, video_start
+    from ..video._describe import check_video, gpx_track, video_entry, video_start
     from ..video._mp4 import Mp4Error
     from ..video._read import VideoGPSEmptyError, VideoGPSNoiseError, VideoGPSNotFoundError
 
@@ -122,12 +122,11 @@ def process_video(
         except (VideoGPSNotFoundError, VideoGPSEmptyError, VideoGPSNoiseError):
             if not track:
                 raise
-            video = _bare(path)
-            if video is None:
+            bare = _bare(path)
+            if bare is None:
                 raise
-            video = from_gpx_only(
-                path, track, offset=-offset, duration=video.duration, creation=video.creation_time
-            )
+            # aligned on the mvhd time ("camera"), or, without one, from the track's start
+            video, clock = gpx_track(bare, track, offset=-offset)
             res.source = "gpx"
             if not video.points:
                 raise FileError(
@@ -136,10 +135,11 @@ def process_video(
                     hint="check --offset-time (the video's clock is its mvhd time)",
                 ) from None
         else:
+            _start, clock = video_start(video)
             if track and vopts.gpx_mode == "replace":
-                video, _clock = gpx_track(video, track, offset=-offset)
+                video, clock = gpx_track(video, track, offset=-offset)
                 res.source = "gpx"
-        _start, res.clock = video_start(video)
+        res.clock = clock
         err = check_video(
             video,
             max_speed_kmh=vopts.max_speed_kmh if vopts.max_speed_kmh else float("inf"),
