@@ -54,21 +54,11 @@ def add_sample_options(p: argparse.ArgumentParser) -> None:
 
 
 def find_videos(source: str) -> list[str]:
-    from ..video import VIDEO_SUFFIXES
+    from ..pipeline.video import find_videos as find
 
-    if os.path.isfile(source):
-        return [source]
-    if not os.path.isdir(source):
+    if not os.path.exists(source):
         raise UsageError(f"{source}: no such file or folder")
-    out: list[str] = []
-    for root, dirs, files in os.walk(source):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out.extend(
-            os.path.join(root, n)
-            for n in sorted(files)
-            if n.lower().endswith(VIDEO_SUFFIXES) and not n.startswith(".")
-        )
-    return out
+    return [path for _root, path in find([source])]
 
 
 def run(args: argparse.Namespace) -> int:

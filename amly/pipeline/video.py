@@ -62,7 +62,11 @@ def is_video_name(name: str) -> bool:
 def find_videos(
     paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True
 ) -> list[tuple[str, str]]:
-    """``(root, video path)`` for every video under ``paths``, in a deterministic order."""
+    """``(root, video path)`` for every video under ``paths``: roots as given, folders
+    depth-first by name, files by name; hidden ones skipped, linked folders not followed.
+    A stack, not recursion, as :func:`amly.pipeline.scan` (hostile trees are deep)."""
+    from .scan import _is_file, _is_real_dir
+
     out: list[tuple[str, str]] = []
     for p in paths:
         root = os.path.abspath(os.fspath(p))
@@ -70,9 +74,17 @@ def find_videos(
             if is_video_name(os.path.basename(root)):
                 out.append((root, root))
             continue
-        for dirpath, dirs, files in os.walk(root):
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if recursive else []
-            out.extend((root, os.path.join(dirpath, f)) for f in sorted(files) if is_video_name(f))
+        stack = [root]
+        while stack:
+            path = stack.pop()
+            try:
+                entries = sorted(os.scandir(path), key=lambda e: e.name)
+            except OSError:
+                continue
+            out.extend((root, e.path) for e in entries if is_video_name(e.name) and _is_file(e))
+            if recursive:
+                subs = [e.path for e in entries if not e.name.startswith(".") and _is_real_dir(e)]
+                stack.extend(reversed(subs))
     return out
 
 
