@@ -38,6 +38,8 @@ examples:
   amly process day1/ day2/ --desc-path all.json --geojson map.geojson
   amly process photos/ --gpx track.gpx --offset-time -3.5 --interpolate-directions
   amly process photos/ --cutoff-distance 50 --cutoff-time 30 --duplicate-distance 1
+  amly process gopro/ --filetypes video        # GoPro, CAMM, BlackVue: one entry per video
+  amly process dashcam/ --gpx drive.gpx --video-gpx replace
   amly process photos/ --report map.html       # see the sequences, duplicates, GPS errors
 
 Duplicates are not failures (they are simply not uploaded).
