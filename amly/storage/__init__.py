@@ -1,0 +1,1 @@
+"""Where photos live besides local folders: object storage (S3 and compatibles)."""
