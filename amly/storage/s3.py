@@ -503,6 +503,10 @@ class S3Client:
             raise MetadataError(
                 f"s3://{bucket}/{key}", "the object disappeared", hint="list the prefix again"
             ) from None
+        except S3Error as e:
+            if e.s3_code != "InvalidRange":  # a range of a 0-byte object is unsatisfiable
+                raise
+            head = b""
         if not head.startswith(b"\xff\xd8\xff"):
             what = "it is empty" if not head else describe_non_jpeg(head)
             raise MetadataError(
