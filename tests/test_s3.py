@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from s3_support import ACCESS_KEY, SECRET_KEY, boto3_client, moto_server, s3_env
 
 from amly.errors import AuthError, MetadataError
 from amly.journal import Journal
@@ -34,8 +35,6 @@ from amly.storage.s3_multipart import (
     list_multipart_uploads,
     upload_file,
 )
-
-from .s3_support import ACCESS_KEY, SECRET_KEY, boto3_client, moto_server, s3_env
 
 ROOT = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
