@@ -29,7 +29,7 @@ from typing import TypeVar
 import aiohttp
 import yarl
 
-from ..api._retry import Retry, RetryPolicy, with_retries
+from ..net.retry import Retry, RetryPolicy, with_retries
 from ..errors import APIError, AuthError, MetadataError
 from .s3_config import S3Config, S3Location
 from .sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, quote_path, sign, signing_key
