@@ -7,6 +7,7 @@ track, processing, and the network options every network verb shares identically
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import TYPE_CHECKING, Any
 
@@ -200,6 +201,28 @@ def add_network_options(
         metavar="N",
         help=f"{what} in flight at once [{concurrency}]",
     )
+    s3 = p.add_argument_group("object storage (s3://BUCKET/PREFIX wherever a folder is accepted)")
+    s3.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="an S3-compatible endpoint (MinIO, Ceph RGW, R2...) [AWS_ENDPOINT_URL]",
+    )
+    s3.add_argument("--s3-profile", metavar="NAME", help="the AWS profile [AWS_PROFILE]")
+    s3.add_argument("--s3-region", metavar="NAME", help="the bucket's region [AWS_REGION]")
+
+
+def apply_s3_options(args: argparse.Namespace) -> None:
+    """Hand ``--s3-*`` to :meth:`amly.storage.s3_config.S3Config.from_env` the AWS way (the
+    variables it reads). None of them is a secret: keys come from the environment or the
+    AWS files only, never from the command line."""
+    for opt, var in (
+        ("s3_endpoint", "AWS_ENDPOINT_URL_S3"),
+        ("s3_profile", "AWS_PROFILE"),
+        ("s3_region", "AWS_REGION"),
+    ):
+        value = getattr(args, opt, None)
+        if value:
+            os.environ[var] = value
 
 
 def token_from_args(args: argparse.Namespace) -> Secret | None:
@@ -224,6 +247,7 @@ def client_from_args(
 
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    apply_s3_options(args)
     return Client(
         args.endpoint,
         token_from_args(args),

@@ -4,7 +4,7 @@ What amly needs from object storage and nothing more: lazy paginated listing (on
 1,000 keys in memory, however large the prefix), ranged GET (EXIF from the head of an
 object), PUT (many small objects in flight), and concurrent multipart uploads of large files
 (:mod:`amly.storage.s3_multipart`). Every request goes through the one retry policy
-(:func:`amly.api._retry.with_retries`); S3's XML errors are mapped to amly's errors with a
+(:func:`amly.net.retry.with_retries`); S3's XML errors are mapped to amly's errors with a
 message that says what to do: a missing bucket, access denied, a wrong region, an expired
 session token.
 
@@ -29,8 +29,8 @@ from typing import TypeVar
 import aiohttp
 import yarl
 
-from ..net.retry import Retry, RetryPolicy, with_retries
 from ..errors import APIError, AuthError, MetadataError
+from ..net.retry import Retry, RetryPolicy, with_retries
 from .s3_config import S3Config, S3Location
 from .sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, quote_path, sign, signing_key
 
