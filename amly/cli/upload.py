@@ -75,6 +75,12 @@ def _upload_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dry-run", action="store_true", help="list what would be uploaded, send nothing"
     )
+    g.add_argument(
+        "--to",
+        metavar="s3://BUCKET/PREFIX",
+        help="store in object storage instead of uploading to Mapillary: photos with their "
+        "description embedded, the description file, zips (a later 'amly upload' sends them on)",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -148,18 +154,33 @@ def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reproc
         progress.update(p.images_done - done["images"])
         done["images"] = p.images_done
 
+    if args.to:
+        from ..storage.s3_config import S3Location
+
+        S3Location.parse(args.to)  # a bad URL is a usage error before any work
+
     async def main() -> UploadResult:
         async with client_from_args(args, journal=args.journal) as client:
-            return await client.upload(
-                paths,
-                process=process,
-                reprocess=reprocess,
-                organization_id=args.organization_id,
-                subfolders=getattr(args, "subfolders", False),
-                reupload=args.reupload,
-                dry_run=args.dry_run,
-                progress=on_progress,
-            )
+            target = None
+            if args.to and not args.dry_run:
+                from ..storage.s3_target import S3Target
+
+                target = S3Target(args.to, journal=args.journal, concurrency=args.concurrency)
+            try:
+                return await client.upload(
+                    paths,
+                    target=target,
+                    process=process,
+                    reprocess=reprocess,
+                    organization_id=args.organization_id,
+                    subfolders=getattr(args, "subfolders", False),
+                    reupload=args.reupload,
+                    dry_run=args.dry_run,
+                    progress=on_progress,
+                )
+            finally:
+                if target is not None:
+                    await target.close()
 
     try:
         result = run_async(main())
