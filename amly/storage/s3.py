@@ -24,7 +24,7 @@ import logging
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import yarl
@@ -395,7 +395,7 @@ class S3Client:
                 async with session.request(
                     method,
                     target,
-                    data=body if body or method in ("PUT", "POST") else None,
+                    data=_body(body, method),
                     headers=hdrs,
                     timeout=aiohttp.ClientTimeout(total=limit),
                 ) as resp:
@@ -586,6 +586,23 @@ class S3Client:
 
     async def delete(self, bucket: str, key: str) -> None:
         await self.request("DELETE", bucket, key)
+
+
+#: Bodies larger than this are written in slices of this size: asyncio copies whatever the
+#: socket does not take at once into its buffer, so one large write would hold a second
+#: copy of every part in flight.
+WRITE_SLICE = 256 * 1024
+
+
+def _body(body: bytes, method: str) -> Any:
+    if len(body) <= WRITE_SLICE:
+        return body if body or method in ("PUT", "POST") else None
+    return _slices(memoryview(body))
+
+
+async def _slices(view: memoryview) -> AsyncIterator[memoryview]:
+    for i in range(0, len(view), WRITE_SLICE):
+        yield view[i : i + WRITE_SLICE]
 
 
 def check_etag(
