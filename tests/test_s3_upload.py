@@ -100,3 +100,52 @@ def test_upload_to_missing_bucket_is_a_clear_error(s3: str, tmp_path: Path) -> N
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "nobucket-here" in r.stderr and "does not exist" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_upload_from_bucket_equals_upload_of_the_folder(s3: str, tmp_path: Path) -> None:
+    """Folder -> Mapillary (server 1); folder -> bucket; bucket -> Mapillary (server 2): the
+    two servers hold the same clusters, images in the same order, byte for byte."""
+    tree(tmp_path / "t", {"a": 6, "b": 4})
+    for sub in ("a", "b"):
+        done = subprocess.run(
+            [sys.executable, "-m", "amly", "process", str(tmp_path / "t" / sub), "--no-progress"],
+            env={**amly_env(tmp_path / "h0")}, capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    boto3_client(s3).create_bucket(Bucket="relay")
+    r = amly_to_s3(s3, tmp_path / "h1", "upload", str(tmp_path / "t"), "--subfolders",
+                   "--to", "s3://relay/day1", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    results = []
+    for i, source in enumerate([str(tmp_path / "t"), "s3://relay/day1"]):
+        with running_server(tmp_path / f"srv{i}") as srv:
+            env = {**s3_env(s3), **env_for(srv, tmp_path / f"h{i + 2}")}
+            r = subprocess.run(
+                [sys.executable, "-m", "amly", "upload", source, "--subfolders", "--json",
+                 "--endpoint", srv.url], env=env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert r.returncode == 0, r.stderr
+            assert summary(r)["counts"]["images"] == 10
+            results.append(sorted([row["md5"] for row in rows] for rows in clusters(srv).values()))
+    assert results[0] == results[1] and len(results[0]) == 2
+
+
+def amly_env(home: Path) -> dict[str, str]:
+    import os
+
+    return {**{k: v for k, v in os.environ.items() if not k.startswith("MAPILLARY_")},
+            "AMLY_HOME": str(home)}  # fmt: skip
+
+
+def test_upload_from_empty_prefix_is_a_clear_error(
+    srv: RunningServer, s3: str, tmp_path: Path
+) -> None:
+    boto3_client(s3).create_bucket(Bucket="empty-one")
+    env = {**s3_env(s3), **env_for(srv, tmp_path / "h")}
+    r = subprocess.run(
+        [sys.executable, "-m", "amly", "upload", "s3://empty-one/nothing/", "--endpoint", srv.url],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "no mapillary_image_description.json under this prefix" in r.stderr
+    assert "Traceback" not in r.stderr

@@ -54,6 +54,14 @@ def from_description_file(
         entries = read_description_file(path)
     except (OSError, ValueError) as e:
         raise FileError(path, f"cannot read the description file: {e}") from e
+    return sequences_from_entries(entries, str(path.parent), str(path), organization_id)
+
+
+def sequences_from_entries(
+    entries: list[Any], folder: str, label: str, organization_id: str | None = None
+) -> tuple[list[UploadSequence], int]:
+    """The sequences of the entries of a description file that lives in ``folder`` (a local
+    folder or an ``s3://`` prefix), named ``label#<sequence uuid>``; and the failures."""
     groups: dict[str, list[tuple[str, str, dict[str, Any], int]]] = {}
     errors = 0
     for entry in entries:
@@ -63,8 +71,10 @@ def from_description_file(
         if entry.get("filetype", "image") != "image":
             continue  # videos are not supported by this uploader
         filename = str(entry["filename"])
-        if not os.path.isabs(filename):
-            filename = str(path.parent / filename)
+        if folder.startswith("s3://"):
+            filename = f"{folder.rstrip('/')}/{filename.lstrip('/')}"
+        elif not os.path.isabs(filename):
+            filename = os.path.join(folder, filename)
         desc = embeddable(entry)
         key = str(entry.get("MAPSequenceUUID", ""))
         filesize = entry.get("filesize")
@@ -76,7 +86,7 @@ def from_description_file(
     for name, items in groups.items():
         items.sort(key=lambda t: (_capture_sort_key(t[0]), t[1]))
         images = [UploadImage(f, d, n) for _t, f, d, n in items]
-        sequences.append(UploadSequence(f"{path}#{name}", images, organization_id))
+        sequences.append(UploadSequence(f"{label}#{name}", images, organization_id))
     return sequences, errors
 
 
@@ -178,6 +188,20 @@ async def upload_sources(
             yield item
         elif isinstance(item, Sequence):
             yield from_sequence(item, organization_id)
+        elif isinstance(item, str) and item.startswith("s3://") and not reprocess:
+            from ..storage.s3_source import s3_sequences
+
+            async for s3seq in s3_sequences(item, organization_id):
+                yield s3seq
+        elif isinstance(item, str) and item.startswith("s3://"):
+            failures.append(
+                FileError(
+                    item,
+                    "processing photos in object storage is not supported yet",
+                    hint="process the folder first and stage it with 'amly upload TREE --to "
+                    "s3://...'; 'amly upload s3://...' then sends it on",
+                )
+            )
         elif isinstance(item, (str, os.PathLike)):
             if reprocess:
                 if await asyncio.to_thread(os.path.exists, item):

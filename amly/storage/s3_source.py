@@ -1,0 +1,123 @@
+"""A bucket prefix as an upload source: ``amly upload s3://bucket/prefix`` sends on what
+``amly upload ... --to s3://bucket/prefix`` (or any tool writing the official description
+file beside the photos) staged there.
+
+The prefix is listed lazily, page by page (a million-object prefix never becomes a list);
+each ``mapillary_image_description.json`` found becomes that folder's sequences, exactly as
+a local description file does. Photo bytes are fetched when the upload engine prepares them,
+in its worker threads, nothing staged on local disk: each worker thread keeps its own event
+loop and S3 connection pool (keep-alive), so a read is one GET under the one retry policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import posixpath
+import threading
+from collections.abc import AsyncIterator
+
+from ..description import DESCRIPTION_FILE
+from ..errors import FileError, MetadataError
+from ..types import UploadSequence
+from .s3 import EmptyPrefixError, NoSuchKeyError, S3Client
+from .s3_config import S3Config, S3Location
+
+
+def is_s3(path: object) -> bool:
+    """
+    >>> is_s3("s3://b/p"), is_s3("/data/s3:/x")
+    (True, False)
+    """
+    return isinstance(path, str) and path.startswith("s3://")
+
+
+async def s3_sequences(
+    url: str, organization_id: str | None = None, *, config: S3Config | None = None
+) -> AsyncIterator[UploadSequence]:
+    """The sequences staged under ``url``; a prefix without any description file is an
+    error (exit 2) naming what to do."""
+    from ..pipeline.inputs import sequences_from_entries
+
+    loc = S3Location.parse(url)
+    found = False
+    async with S3Client(config or S3Config.from_env()) as s3:
+        async for obj in s3.list_objects(loc.bucket, loc.prefix):
+            if posixpath.basename(obj.key) != DESCRIPTION_FILE:
+                continue
+            found = True
+            where = f"s3://{loc.bucket}/{obj.key}"
+            raw = await s3.get(loc.bucket, obj.key)
+            try:
+                entries = json.loads(raw)
+                if not isinstance(entries, list):
+                    raise ValueError("not a JSON list")
+            except ValueError as e:
+                raise FileError(where, f"cannot read the description file: {e}") from None
+            folder = f"s3://{loc.bucket}/{posixpath.dirname(obj.key)}"
+            seqs, _errors = sequences_from_entries(entries, folder, where, organization_id)
+            for seq in seqs:
+                yield seq
+    if not found:
+        raise EmptyPrefixError(
+            f"{loc}: no {DESCRIPTION_FILE} under this prefix",
+            hint="stage photos with 'amly upload TREE --to s3://...' (or process them and "
+            "copy the description file beside them) first",
+        )
+
+
+# -- blocking reads from worker threads ---------------------------------------------------------
+
+
+class _ThreadReader:
+    """One event loop and one :class:`S3Client` per worker thread (keep-alive connections)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.client = S3Client(S3Config.from_env(), concurrency=4)
+        self.loop.run_until_complete(self.client.__aenter__())
+
+    def read(self, bucket: str, key: str) -> bytes:
+        return self.loop.run_until_complete(self.client.get(bucket, key))
+
+    def close(self) -> None:
+        try:
+            self.loop.run_until_complete(self.client.__aexit__(None, None, None))
+        finally:
+            self.loop.close()
+
+
+_local = threading.local()
+_readers: list[_ThreadReader] = []
+_lock = threading.Lock()
+
+
+def read_object(url: str) -> bytes:
+    """The bytes of ``s3://bucket/key``, from a worker thread (never from the event loop).
+    A missing object is a per-file error, like a missing local file."""
+    loc = S3Location.parse(url)
+    reader: _ThreadReader | None = getattr(_local, "reader", None)
+    if reader is None:
+        reader = _ThreadReader()
+        _local.reader = reader
+        with _lock:
+            _readers.append(reader)
+    try:
+        data = reader.read(loc.bucket, loc.prefix)
+    except NoSuchKeyError:
+        raise FileError(url, "the object is gone", hint="stage it again, then rerun") from None
+    if not data:
+        raise MetadataError(url, "zero-byte object")
+    return data
+
+
+@atexit.register
+def _close_readers() -> None:
+    with _lock:
+        readers, _readers[:] = list(_readers), []
+    for r in readers:
+        try:
+            r.close()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
