@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from download_support import SUB, bbox_arg, env, files, index_ids, seeded_server, truth
-from s3_support import boto3_client, moto_server, s3_env
+from s3_support import SECRET_KEY, boto3_client, free_port, moto_server, s3_env
 
 #: A corner of SUB: a few dozen images in several sequences.
 SMALL = (SUB[0], SUB[1], SUB[0] + 0.0006, SUB[1] + 0.0006)
@@ -100,4 +100,14 @@ def test_missing_bucket_is_a_clear_error(srv: Any, s3: str, tmp_path: Path) -> N
                 "--out", "s3://no-such-bucket/x")  # fmt: skip
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "no-such-bucket" in r.stderr and "does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert SECRET_KEY not in r.stderr + r.stdout
+
+
+def test_unreachable_endpoint_fails_fast_and_clearly(srv: Any, tmp_path: Path) -> None:
+    """Nothing listens on the endpoint: a few attempts, then exit 4 naming the endpoint."""
+    r = amly_s3(srv, f"http://127.0.0.1:{free_port()}", tmp_path, "download", "images",
+                "--bbox", bbox_arg(SMALL), "--out", "s3://bucket-x/y")  # fmt: skip
+    assert r.returncode == 4, (r.returncode, r.stderr)
+    assert "cannot connect to the S3 endpoint" in r.stderr and "--s3-endpoint" in r.stderr
     assert "Traceback" not in r.stderr
