@@ -149,8 +149,9 @@ async def _drain(it: Any) -> None:
         pass
 
 
+@pytest.mark.parametrize("checksum", ["md5", "crc32"])
 def test_multipart_parts_in_order_etag_and_bytes(
-    endpoint: str, bucket: str, tmp_path: Path
+    endpoint: str, bucket: str, tmp_path: Path, checksum: str
 ) -> None:
     data = os.urandom(23 * MiB + 12345)
     f = tmp_path / "video file.mp4"
@@ -162,7 +163,7 @@ def test_multipart_parts_in_order_etag_and_bytes(
             with Journal(tmp_path / "j.sqlite3") as j:
                 r = await upload_file(
                     s3, bucket, "v/video file.mp4", f, journal=j, part_size=5 * MiB,
-                    parts_in_flight=3, on_part=lambda n, size: order.append(n),
+                    parts_in_flight=3, on_part=lambda n, size: order.append(n), checksum=checksum,
                 )  # fmt: skip
                 left = (len(j.table(UPLOAD_TABLE)), len(j.table(PART_TABLE)))
             return r, left
