@@ -37,6 +37,8 @@ from .sigv4 import EMPTY_SHA256, UNSIGNED_PAYLOAD, quote_path, sign, signing_key
 log = logging.getLogger("amly.s3")
 
 T = TypeVar("T")
+#: A request body: bytes, or a view of a reused buffer (multipart parts).
+Buffer = bytes | bytearray | memoryview
 
 USER_AGENT = "amly/0.1"
 #: Bytes read from the head of an object to find its EXIF (amly's reader needs 32 KiB; a
@@ -357,7 +359,7 @@ class S3Client:
         *,
         query: Iterable[tuple[str, str]] = (),
         headers: Mapping[str, str] | None = None,
-        body: bytes = b"",
+        body: Buffer = b"",
         unsigned_payload: bool = False,
         ok: tuple[int, ...] = (200, 204, 206),
         what: str | None = None,
@@ -594,7 +596,7 @@ class S3Client:
 WRITE_SLICE = 256 * 1024
 
 
-def _body(body: bytes, method: str) -> Any:
+def _body(body: Buffer, method: str) -> Any:
     if len(body) <= WRITE_SLICE:
         return body if body or method in ("PUT", "POST") else None
     return _slices(memoryview(body))

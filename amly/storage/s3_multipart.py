@@ -134,6 +134,19 @@ def _read_part(fd: int, offset: int, length: int, algo: str = "md5") -> tuple[by
     return data, hashlib.md5(data).digest()
 
 
+def _read_into(
+    fd: int, buf: bytearray, offset: int, length: int, algo: str
+) -> tuple[memoryview, bytes]:
+    """Read one part into the worker's own buffer (no allocation per part: memory stays at
+    one part per worker) and hash it, in one executor hop."""
+    view = memoryview(buf)[:length]
+    got = os.preadv(fd, [view], offset)
+    view = view[:got]
+    if algo == "crc32":
+        return view, (zlib.crc32(view) & 0xFFFFFFFF).to_bytes(4, "big")
+    return view, hashlib.md5(view).digest()
+
+
 async def upload_file(
     s3: S3Client,
     bucket: str,
@@ -293,10 +306,11 @@ async def _send_parts(
     where = f"s3://{bucket}/{key}"
 
     async def worker() -> None:
+        buf = bytearray(psize)
         for n in pending:  # one shared iterator: each part is taken by one worker
             length = _part_len(n, size, psize)
             data, digest = await loop.run_in_executor(
-                None, _read_part, fd, (n - 1) * psize, length, checksum
+                None, _read_into, fd, buf, (n - 1) * psize, length, checksum
             )
             if len(data) != length:
                 raise SourceChanged(
