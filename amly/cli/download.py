@@ -22,7 +22,14 @@ from ._common import (
     Summary,
     run_async,
 )
-from ._options import add_network_options, add_output_options, client_from_args
+from ._options import (
+    add_network_options,
+    add_output_options,
+    add_report_option,
+    client_from_args,
+    report_from_args,
+    write_report,
+)
 
 if TYPE_CHECKING:
     from ..services.mapillary import DownloadResult, GpxResult
@@ -154,6 +161,7 @@ def register(subparsers: Any) -> None:
     )
     pano.add_argument("--no-pano", dest="pano", action="store_false", help="exclude panoramas")
     pi.add_argument("--organization-id", metavar="ID", help="only this organization's images")
+    add_report_option(pi)
     pi.set_defaults(func=run_images)
 
     pg = sub.add_parser("gpx", help="one GPX file per sequence found in the box")
@@ -249,8 +257,24 @@ def run_images(args: argparse.Namespace) -> int:
             "images were reused; index.geojson describes this query only",
             file=sys.stderr,
         )
+    report = report_from_args(args, f"amly download images: {args.bbox}")
+    if report is not None:
+        _report_download(report, res, summary)
+        write_report(args, report, summary)
     code = summary.emit(args)
     return 1 if rep.truncated and code == 0 else code
+
+
+def _report_download(report: Any, res: DownloadResult, summary: Summary) -> None:
+    """The box's images (``index.geojson``: coverage per tile) and the failed ones."""
+    from ..report import ReportInputError
+
+    if res.index:
+        try:
+            report.add(res.index)
+        except ReportInputError as e:
+            summary.fail(f"the report cannot read {res.index}: {e.message}", res.index, "report")
+    report.add_failures(res.failures, source="this run")
 
 
 def run_gpx(args: argparse.Namespace) -> int:
