@@ -33,6 +33,7 @@ from amly.storage.s3_multipart import (
     SourceChanged,
     composite_etag,
     list_multipart_uploads,
+    list_parts,
     upload_file,
 )
 
@@ -209,6 +210,33 @@ def test_given_up_upload_is_aborted(endpoint: str, bucket: str, tmp_path: Path) 
     boto = boto3_client(endpoint)
     assert boto.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
     assert "Contents" not in boto.list_objects_v2(Bucket=bucket)
+
+
+def test_list_parts_and_uploads_follow_every_page(endpoint: str, bucket: str) -> None:
+    """ListParts and ListMultipartUploads page by page (2 per page here) see what boto3 made."""
+    boto = boto3_client(endpoint)
+    ids = {}
+    for k in ("a b/1", "a b/2", "a b/3"):
+        ids[k] = boto.create_multipart_upload(Bucket=bucket, Key=k)["UploadId"]
+    etags = {}
+    for n in range(1, 6):
+        r = boto.upload_part(Bucket=bucket, Key="a b/2", UploadId=ids["a b/2"], PartNumber=n,
+                             Body=bytes([n]) * 1000)  # fmt: skip
+        etags[n] = r["ETag"].strip('"')
+
+    async def go() -> Any:
+        async with S3Client(config(endpoint)) as s3:
+            parts = await list_parts(s3, bucket, "a b/2", ids["a b/2"], page_size=2)
+            ups = await list_multipart_uploads(s3, bucket, "a b/", page_size=2)
+            before = s3.stats["requests"]
+            await list_parts(s3, bucket, "a b/2", ids["a b/2"], page_size=2)
+            return parts, ups, s3.stats["requests"] - before
+
+    parts, ups, requests = run(go())
+    assert {n: p[0] for n, p in parts.items()} == etags
+    assert all(p[1] == 1000 for p in parts.values())
+    assert sorted(ups) == sorted(ids.items())
+    assert requests == 3  # 5 parts, 2 per page
 
 
 @pytest.mark.slow

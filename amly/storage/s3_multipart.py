@@ -400,7 +400,7 @@ async def _complete(
 
 
 async def list_parts(
-    s3: S3Client, bucket: str, key: str, upload_id: str
+    s3: S3Client, bucket: str, key: str, upload_id: str, *, page_size: int = 1000
 ) -> dict[int, tuple[str, int, str]]:
     """``{part number: (etag, size, CRC32 or "")}`` the server holds for ``upload_id``
     (every page)."""
@@ -409,7 +409,8 @@ async def list_parts(
     while True:
         resp = await s3.request(
             "GET", bucket, key,
-            query=[("uploadId", upload_id), ("max-parts", "1000"), ("part-number-marker", marker)],
+            query=[("uploadId", upload_id), ("max-parts", str(page_size)),
+                   ("part-number-marker", marker)],
             what=f"list parts of s3://{bucket}/{key}",
         )  # fmt: skip
         root = _xml(resp.body)
@@ -428,13 +429,13 @@ async def list_parts(
 
 
 async def list_multipart_uploads(
-    s3: S3Client, bucket: str, prefix: str = ""
+    s3: S3Client, bucket: str, prefix: str = "", *, page_size: int = 1000
 ) -> list[tuple[str, str]]:
     """``(key, upload id)`` of every open multipart upload under ``prefix`` (every page)."""
     out: list[tuple[str, str]] = []
     key_marker = upload_marker = ""
     while True:
-        q = [("uploads", ""), ("prefix", prefix)]
+        q = [("uploads", ""), ("prefix", prefix), ("max-uploads", str(page_size))]
         if key_marker:
             q += [("key-marker", key_marker), ("upload-id-marker", upload_marker)]
         resp = await s3.request("GET", bucket, query=q, what=f"list uploads of s3://{bucket}/")
