@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from s3_support import ACCESS_KEY, SECRET_KEY, boto3_client, moto_server, s3_env
 
-from amly.errors import AuthError, MetadataError
+from amly.errors import AuthError, MetadataError, UsageError
 from amly.journal import Journal
 from amly.storage.s3 import (
     EmptyPrefixError,
@@ -331,6 +331,10 @@ def test_config_the_aws_way(tmp_path: Path) -> None:
     )
     assert S3Config.from_env(env=env, profile="work").credentials.access_key == "AKWORK"
     assert S3Config.from_env(env=env, endpoint="http://x:1/").endpoint == "http://x:1"
+    assert e.checksum == "md5"
+    assert S3Config.from_env(env={**env, "AMLY_S3_CHECKSUM": "CRC32"}).checksum == "crc32"
+    with pytest.raises(UsageError, match="AMLY_S3_CHECKSUM"):
+        S3Config.from_env(env={**env, "AMLY_S3_CHECKSUM": "sha1"})
     with pytest.raises(AuthError, match="no S3 credentials"):
         S3Config.from_env(env={"AWS_SHARED_CREDENTIALS_FILE": os.devnull, "HOME": str(tmp_path)})
     with pytest.raises(AuthError, match="without its secret"):

@@ -251,6 +251,12 @@ def add_network_options(
     )
     s3.add_argument("--s3-profile", metavar="NAME", help="the AWS profile [AWS_PROFILE]")
     s3.add_argument("--s3-region", metavar="NAME", help="the bucket's region [AWS_REGION]")
+    s3.add_argument(
+        "--s3-checksum",
+        choices=("md5", "crc32"),
+        help="integrity of multipart parts: md5 (ETag checked; every store) or crc32 (S3 "
+        "flexible checksums, verified by AWS, MinIO...: half the CPU) [md5, AMLY_S3_CHECKSUM]",
+    )
 
 
 def apply_s3_options(args: argparse.Namespace) -> None:
@@ -261,6 +267,7 @@ def apply_s3_options(args: argparse.Namespace) -> None:
         ("s3_endpoint", "AWS_ENDPOINT_URL_S3"),
         ("s3_profile", "AWS_PROFILE"),
         ("s3_region", "AWS_REGION"),
+        ("s3_checksum", "AMLY_S3_CHECKSUM"),
     ):
         value = getattr(args, opt, None)
         if value:

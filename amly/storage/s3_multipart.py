@@ -158,7 +158,7 @@ async def upload_file(
     parts_in_flight: int = DEFAULT_PARTS_IN_FLIGHT,
     content_type: str | None = None,
     on_part: Callable[[int, int], Awaitable[None] | None] | None = None,
-    checksum: str = "md5",
+    checksum: str | None = None,
 ) -> MultipartResult:
     """Upload the file at ``path`` to ``s3://bucket/key`` in concurrent parts, resuming an
     interrupted upload recorded in ``journal``. ``on_part(number, bytes)`` is told (and
@@ -167,7 +167,8 @@ async def upload_file(
     ``checksum``: ``"md5"`` (default: signed ``Content-MD5``, every part's ETag checked
     against it; works on every S3-compatible store) or ``"crc32"`` (S3's flexible checksums:
     the server verifies a signed ``x-amz-checksum-crc32`` and echoes it; 5x cheaper to
-    compute, for stores that implement it: AWS, MinIO...)."""
+    compute, for stores that implement it: AWS, MinIO...); default: the configuration's."""
+    checksum = checksum or s3.config.checksum
     if checksum not in ("md5", "crc32"):
         raise ValueError("checksum is 'md5' or 'crc32'")
     path = os.fspath(path)
