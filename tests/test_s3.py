@@ -279,9 +279,13 @@ def test_kill_9_halfway_then_rerun_sends_only_missing_parts(
     result = json.loads(lines[-1])
     sent = sorted(int(x.split()[1]) for x in lines if x.startswith("part "))
     assert result["resumed"] is True and result["parts"] == 25
-    assert result["parts_reused"] == len(had)
-    assert sent == sorted(set(range(1, 26)) - {p["PartNumber"] for p in had})
-    assert result["parts_sent"] == 25 - len(had)
+    # moto keeps a part whose body the kill cut short (S3 would refuse it): such a part has
+    # the wrong size, so it is not reused but sent again. Every complete part is reused.
+    complete = {p["PartNumber"] for p in had if p["Size"] == 8 * MiB}
+    assert len(complete) >= 10
+    assert result["parts_reused"] == len(complete)
+    assert sent == sorted(set(range(1, 26)) - complete)
+    assert result["parts_sent"] == 25 - len(complete)
     body = boto.get_object(Bucket=bucket, Key="big.bin")["Body"]
     got = hashlib.md5()
     for chunk in iter(lambda: body.read(MiB), b""):

@@ -147,5 +147,32 @@ def test_upload_from_empty_prefix_is_a_clear_error(
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert r.returncode == 2, (r.returncode, r.stderr)
-    assert "no mapillary_image_description.json under this prefix" in r.stderr
+    assert "no JPEG photos under this prefix" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_process_and_upload_from_bucket_equals_folder(s3: str, tmp_path: Path) -> None:
+    """Raw photos (and one PNG named .jpg) in a folder and the same files in a bucket:
+    process-and-upload of each reaches Mapillary (two servers) as the same clusters, byte
+    for byte; the bad object is counted and named, the others go on (exit 1 both)."""
+    tree(tmp_path / "t", {"a": 6, "b": 5})
+    (tmp_path / "t" / "a" / "zz_not_a_photo.jpg").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 64)
+    boto = boto3_client(s3)
+    boto.create_bucket(Bucket="raw")
+    for p in sorted((tmp_path / "t").rglob("*.jpg")):
+        boto.put_object(Bucket="raw", Key=f"trip 1/{p.relative_to(tmp_path / 't').as_posix()}",
+                        Body=p.read_bytes())  # fmt: skip
+    results = []
+    for i, source in enumerate([str(tmp_path / "t"), "s3://raw/trip 1"]):
+        with running_server(tmp_path / f"srv{i}") as srv:
+            env = {**s3_env(s3), **env_for(srv, tmp_path / f"h{i}")}
+            r = subprocess.run(
+                [sys.executable, "-m", "amly", "process-and-upload", source, "--json",
+                 "--endpoint", srv.url], env=env, capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert r.returncode == 1, (r.returncode, r.stderr)
+            s = summary(r)
+            assert s["counts"]["images"] == 11
+            assert "Traceback" not in r.stderr and "zz_not_a_photo.jpg" in r.stdout + r.stderr
+            results.append(sorted([row["md5"] for row in rows] for rows in clusters(srv).values()))
+    assert results[0] == results[1] and len(results[0]) == 2

@@ -142,7 +142,11 @@ def run(args: argparse.Namespace) -> int:
 def run_process_and_upload(args: argparse.Namespace) -> int:
     _check(args)
     for t in args.trees:
-        if not os.path.isdir(t):
+        if t.startswith("s3://"):
+            from ..storage.s3_config import S3Location
+
+            S3Location.parse(t)  # a bad URL is a usage error before any work
+        elif not os.path.isdir(t):
             raise UsageError(f"no such folder: {t}")
     return _run(args, args.trees, options_from_args(args), reprocess=True)
 

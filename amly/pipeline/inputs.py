@@ -188,20 +188,22 @@ async def upload_sources(
             yield item
         elif isinstance(item, Sequence):
             yield from_sequence(item, organization_id)
-        elif isinstance(item, str) and item.startswith("s3://") and not reprocess:
-            from ..storage.s3_source import s3_sequences
-
-            async for s3seq in s3_sequences(item, organization_id):
-                yield s3seq
         elif isinstance(item, str) and item.startswith("s3://"):
-            failures.append(
-                FileError(
-                    item,
-                    "processing photos in object storage is not supported yet",
-                    hint="process the folder first and stage it with 'amly upload TREE --to "
-                    "s3://...'; 'amly upload s3://...' then sends it on",
-                )
-            )
+            from ..storage.s3 import EmptyPrefixError
+            from ..storage.s3_source import s3_processed, s3_sequences
+
+            staged = False
+            if not reprocess:
+                try:
+                    async for s3seq in s3_sequences(item, organization_id):
+                        staged = True
+                        yield s3seq
+                except EmptyPrefixError:
+                    pass  # no description file: photos to process, as a local folder's
+            if not staged:
+                opts = process or Options(recursive=subfolders)
+                async for seq in s3_processed(item, opts, report):
+                    yield from_sequence(seq, organization_id)
         elif isinstance(item, (str, os.PathLike)):
             if reprocess:
                 if await asyncio.to_thread(os.path.exists, item):

@@ -468,6 +468,34 @@ class S3Client:
             if _text(root, "IsTruncated").lower() != "true" or not token:
                 return
 
+    async def list_dir(self, bucket: str, prefix: str) -> tuple[list[S3Object], list[str]]:
+        """One "folder": the objects directly under ``prefix`` and its sub-prefixes (a
+        ``/``-delimited listing, every page), in key order."""
+        objs: list[S3Object] = []
+        subs: list[str] = []
+        token: str | None = None
+        while True:
+            q = [("list-type", "2"), ("prefix", prefix), ("delimiter", "/"), ("max-keys", "1000")]
+            if token:
+                q.append(("continuation-token", token))
+            resp = await self.request("GET", bucket, query=q, what=f"list s3://{bucket}/{prefix}")
+            root = _xml(resp.body)
+            if root is None:
+                raise S3Error(f"list s3://{bucket}/{prefix}: the answer is not S3 XML")
+            for c in _children(root, "Contents"):
+                objs.append(
+                    S3Object(
+                        key=_text(c, "Key"),
+                        size=int(_text(c, "Size") or 0),
+                        etag=_text(c, "ETag").strip('"'),
+                        last_modified=_text(c, "LastModified"),
+                    )
+                )
+            subs.extend(_text(c, "Prefix") for c in _children(root, "CommonPrefixes"))
+            token = _text(root, "NextContinuationToken")
+            if _text(root, "IsTruncated").lower() != "true" or not token:
+                return objs, subs
+
     async def iter_location(self, location: S3Location) -> AsyncIterator[S3Object]:
         """The objects of an ``s3://`` source; a prefix with no object is an error (exit 2)."""
         seen = False

@@ -13,16 +13,25 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import json
 import posixpath
 import threading
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from ..description import DESCRIPTION_FILE
 from ..errors import FileError, MetadataError
-from ..types import UploadSequence
+from ..metadata.read import read_image_from
+from ..types import ImageMeta, Sequence, UploadSequence
 from .s3 import EmptyPrefixError, NoSuchKeyError, S3Client
 from .s3_config import S3Config, S3Location
+
+if TYPE_CHECKING:
+    from ..pipeline.process import Options, Report
+
+#: Threads reading photo headers (each a ranged GET or two: latency-bound, not CPU-bound).
+READ_THREADS = 16
 
 
 def is_s3(path: object) -> bool:
@@ -67,6 +76,64 @@ async def s3_sequences(
         )
 
 
+async def s3_processed(
+    url: str, options: Options, report: Report, *, config: S3Config | None = None
+) -> AsyncIterator[Sequence]:
+    """Photos in a bucket processed in memory as a local folder is (``process-and-upload``,
+    or ``upload`` of a prefix without description files): folder by folder (``/``-delimited
+    listing, subfolders when ``options.recursive``), EXIF from ranged GETs in worker threads,
+    then the same sequence logic. Nothing is written to the bucket or to local disk."""
+    from ..pipeline.process import process_folder
+    from ..pipeline.scan import Folder, is_image_name
+
+    loc = S3Location.parse(url)
+    loop = asyncio.get_running_loop()
+    found = False
+    pool = concurrent.futures.ThreadPoolExecutor(READ_THREADS, thread_name_prefix="amly-s3read")
+    try:
+        async with S3Client(config or S3Config.from_env()) as s3:
+            pending = [
+                loc.prefix if not loc.prefix or loc.prefix.endswith("/") else f"{loc.prefix}/"
+            ]
+            while pending:
+                prefix = pending.pop(0)
+                objs, subs = await s3.list_dir(loc.bucket, prefix)
+                photos = [o for o in objs if is_image_name(posixpath.basename(o.key))]
+                if photos:
+                    found = True
+                    urls = [f"s3://{loc.bucket}/{o.key}" for o in photos]
+                    results = await asyncio.gather(
+                        *(
+                            loop.run_in_executor(pool, _read_or_error, u, o.size, options)
+                            for u, o in zip(urls, photos, strict=True)
+                        )
+                    )
+                    folder = Folder(str(loc), f"s3://{loc.bucket}/{prefix}", urls)
+                    group = await loop.run_in_executor(
+                        None, process_folder, folder, results, options
+                    )
+                    report.add(group)
+                    for seq in group.sequences:
+                        yield seq
+                if options.recursive:
+                    pending[:0] = subs
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    if not found:
+        raise EmptyPrefixError(
+            f"{loc}: no JPEG photos under this prefix",
+            hint="check the prefix (keys are case-sensitive); add --subfolders for photos "
+            "in sub-prefixes",
+        )
+
+
+def _read_or_error(url: str, size: int, options: Options) -> ImageMeta | FileError:
+    try:
+        return read_meta(url, size, options)
+    except FileError as e:
+        return e
+
+
 # -- blocking reads from worker threads ---------------------------------------------------------
 
 
@@ -78,8 +145,10 @@ class _ThreadReader:
         self.client = S3Client(S3Config.from_env(), concurrency=4)
         self.loop.run_until_complete(self.client.__aenter__())
 
-    def read(self, bucket: str, key: str) -> bytes:
-        return self.loop.run_until_complete(self.client.get(bucket, key))
+    def read(
+        self, bucket: str, key: str, start: int | None = None, end: int | None = None
+    ) -> bytes:
+        return self.loop.run_until_complete(self.client.get(bucket, key, start=start, end=end))
 
     def close(self) -> None:
         try:
@@ -93,16 +162,39 @@ _readers: list[_ThreadReader] = []
 _lock = threading.Lock()
 
 
-def read_object(url: str) -> bytes:
-    """The bytes of ``s3://bucket/key``, from a worker thread (never from the event loop).
-    A missing object is a per-file error, like a missing local file."""
-    loc = S3Location.parse(url)
+def _reader() -> _ThreadReader:
     reader: _ThreadReader | None = getattr(_local, "reader", None)
     if reader is None:
         reader = _ThreadReader()
         _local.reader = reader
         with _lock:
             _readers.append(reader)
+    return reader
+
+
+def read_meta(url: str, size: int, options: Options) -> ImageMeta:
+    """The metadata of the photo at ``url`` (``size`` bytes) from ranged GETs of its head
+    (and its last bytes: the end-of-image check), from a worker thread."""
+    loc = S3Location.parse(url)
+    reader = _reader()
+
+    def pread(n: int, offset: int) -> bytes:
+        if n <= 0 or offset >= size:
+            return b""
+        return reader.read(loc.bucket, loc.prefix, offset, min(size, offset + n) - 1)
+
+    try:
+        meta = read_image_from(url, size, pread, tz=options.tz)
+    except NoSuchKeyError:
+        raise FileError(url, "the object is gone", hint="list the prefix again") from None
+    return options.work(meta) if options.work is not None else meta
+
+
+def read_object(url: str) -> bytes:
+    """The bytes of ``s3://bucket/key``, from a worker thread (never from the event loop).
+    A missing object is a per-file error, like a missing local file."""
+    loc = S3Location.parse(url)
+    reader = _reader()
     try:
         data = reader.read(loc.bucket, loc.prefix)
     except NoSuchKeyError:
