@@ -176,3 +176,26 @@ def test_process_and_upload_from_bucket_equals_folder(s3: str, tmp_path: Path) -
             assert "Traceback" not in r.stderr and "zz_not_a_photo.jpg" in r.stdout + r.stderr
             results.append(sorted([row["md5"] for row in rows] for rows in clusters(srv).values()))
     assert results[0] == results[1] and len(results[0]) == 2
+
+    # amly process on the bucket stores the description file beside the photos; a later
+    # upload of the prefix sends them on: the same clusters again.
+    env = {**s3_env(s3), **amly_env(tmp_path / "h9")}
+    r = subprocess.run([sys.executable, "-m", "amly", "process", "s3://raw/trip 1", "--json"],
+                       env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 1, (r.returncode, r.stderr)  # the PNG
+    assert summary(r)["written"] == ["s3://raw/trip 1/mapillary_image_description.json"]
+    doc = json.loads(
+        boto.get_object(Bucket="raw", Key="trip 1/mapillary_image_description.json")["Body"].read()
+    )
+    good = {p.relative_to(tmp_path / "t").as_posix() for p in (tmp_path / "t").rglob("IMG_*.jpg")}
+    assert {e["filename"] for e in doc if "error" not in e} == good
+    assert [e["filename"] for e in doc if "error" in e] == ["a/zz_not_a_photo.jpg"]
+    with running_server(tmp_path / "srv3") as srv:
+        env = {**s3_env(s3), **env_for(srv, tmp_path / "h3")}
+        r = subprocess.run(
+            [sys.executable, "-m", "amly", "upload", "s3://raw/trip 1", "--json", "--endpoint",
+             srv.url], env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, (r.returncode, r.stderr)
+        again = sorted([row["md5"] for row in rows] for rows in clusters(srv).values())
+    assert again == results[0]

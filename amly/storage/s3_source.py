@@ -28,7 +28,7 @@ from .s3 import EmptyPrefixError, NoSuchKeyError, S3Client
 from .s3_config import S3Config, S3Location
 
 if TYPE_CHECKING:
-    from ..pipeline.process import Options, Report
+    from ..pipeline.process import GroupResult, Options, Report
 
 #: Threads reading photo headers (each a ranged GET or two: latency-bound, not CPU-bound).
 READ_THREADS = 16
@@ -80,9 +80,19 @@ async def s3_processed(
     url: str, options: Options, report: Report, *, config: S3Config | None = None
 ) -> AsyncIterator[Sequence]:
     """Photos in a bucket processed in memory as a local folder is (``process-and-upload``,
-    or ``upload`` of a prefix without description files): folder by folder (``/``-delimited
-    listing, subfolders when ``options.recursive``), EXIF from ranged GETs in worker threads,
-    then the same sequence logic. Nothing is written to the bucket or to local disk."""
+    or ``upload`` of a prefix without description files). Nothing is written anywhere."""
+    async for group in s3_groups(url, options, config=config):
+        report.add(group)
+        for seq in group.sequences:
+            yield seq
+
+
+async def s3_groups(
+    url: str, options: Options, *, config: S3Config | None = None
+) -> AsyncIterator[GroupResult]:
+    """:func:`amly.pipeline.aiter_groups` for a bucket prefix: folder by folder
+    (``/``-delimited listing, subfolders when ``options.recursive``), EXIF from ranged GETs
+    in worker threads, then the same sequence logic (``process_folder``)."""
     from ..pipeline.process import process_folder
     from ..pipeline.scan import Folder, is_image_name
 
@@ -112,9 +122,7 @@ async def s3_processed(
                     group = await loop.run_in_executor(
                         None, process_folder, folder, results, options
                     )
-                    report.add(group)
-                    for seq in group.sequences:
-                        yield seq
+                    yield group
                 if options.recursive:
                     pending[:0] = subs
     finally:
