@@ -180,7 +180,8 @@ def test_process_and_upload_from_bucket_equals_folder(s3: str, tmp_path: Path) -
     # amly process on the bucket stores the description file beside the photos; a later
     # upload of the prefix sends them on: the same clusters again.
     env = {**s3_env(s3), **amly_env(tmp_path / "h9")}
-    r = subprocess.run([sys.executable, "-m", "amly", "process", "s3://raw/trip 1", "--json"],
+    env.pop("AWS_ENDPOINT_URL")  # given as --s3-endpoint instead
+    r = subprocess.run([sys.executable, "-m", "amly", "process", "s3://raw/trip 1", "--json", "--s3-endpoint", s3],
                        env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert r.returncode == 1, (r.returncode, r.stderr)  # the PNG
     assert summary(r)["written"] == ["s3://raw/trip 1/mapillary_image_description.json"]

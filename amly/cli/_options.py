@@ -243,6 +243,12 @@ def add_network_options(
         metavar="N",
         help=f"{what} in flight at once [{concurrency}]",
     )
+    add_s3_options(p)
+
+
+def add_s3_options(p: argparse.ArgumentParser) -> None:
+    """``--s3-endpoint``, ``--s3-profile``, ``--s3-region``, ``--s3-checksum``: on every verb
+    that accepts an ``s3://`` location."""
     s3 = p.add_argument_group("object storage (s3://BUCKET/PREFIX wherever a folder is accepted)")
     s3.add_argument(
         "--s3-endpoint",

@@ -26,6 +26,7 @@ from ._options import (
     add_output_options,
     add_process_options,
     add_report_option,
+    add_s3_options,
     add_timezone_option,
     options_from_args,
     report_from_args,
@@ -66,6 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--geojson", metavar="PATH", help="also write sequences and flagged photos")
     add_report_option(p)
+    add_s3_options(p)
     add_output_options(p)
     p.set_defaults(func=run)
 
