@@ -308,6 +308,41 @@ def add_network_options(
         metavar="N",
         help=f"{what} in flight at once [{concurrency}]",
     )
+    add_s3_options(p)
+
+
+def add_s3_options(p: argparse.ArgumentParser) -> None:
+    """``--s3-endpoint``, ``--s3-profile``, ``--s3-region``, ``--s3-checksum``: on every verb
+    that accepts an ``s3://`` location."""
+    s3 = p.add_argument_group("object storage (s3://BUCKET/PREFIX wherever a folder is accepted)")
+    s3.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="an S3-compatible endpoint (MinIO, Ceph RGW, R2...) [AWS_ENDPOINT_URL]",
+    )
+    s3.add_argument("--s3-profile", metavar="NAME", help="the AWS profile [AWS_PROFILE]")
+    s3.add_argument("--s3-region", metavar="NAME", help="the bucket's region [AWS_REGION]")
+    s3.add_argument(
+        "--s3-checksum",
+        choices=("md5", "crc32"),
+        help="integrity of multipart parts: md5 (ETag checked; every store) or crc32 (S3 "
+        "flexible checksums, verified by AWS, MinIO...: half the CPU) [md5, AMLY_S3_CHECKSUM]",
+    )
+
+
+def apply_s3_options(args: argparse.Namespace) -> None:
+    """Hand ``--s3-*`` to :meth:`amly.storage.s3_config.S3Config.from_env` the AWS way (the
+    variables it reads). None of them is a secret: keys come from the environment or the
+    AWS files only, never from the command line."""
+    for opt, var in (
+        ("s3_endpoint", "AWS_ENDPOINT_URL_S3"),
+        ("s3_profile", "AWS_PROFILE"),
+        ("s3_region", "AWS_REGION"),
+        ("s3_checksum", "AMLY_S3_CHECKSUM"),
+    ):
+        value = getattr(args, opt, None)
+        if value:
+            os.environ[var] = value
 
 
 def token_from_args(args: argparse.Namespace) -> Secret | None:
@@ -332,6 +367,7 @@ def client_from_args(
 
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    apply_s3_options(args)
     return Client(
         args.endpoint,
         token_from_args(args),

@@ -105,7 +105,12 @@ def parse_limits(text: str | None) -> Limits:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bbox", required=True, metavar="W,S,E,N", help="box in degrees")
-    p.add_argument("--out", default="mapillary_download", metavar="DIR", help="output folder")
+    p.add_argument(
+        "--out",
+        default="mapillary_download",
+        metavar="DIR",
+        help="output folder, or s3://BUCKET/PREFIX",
+    )
     p.add_argument("--max-results", type=int, metavar="N", help="stop after N results")
     p.add_argument("--user", metavar="NAME", help="only this creator's images")
     add_network_options(p, concurrency=64)

@@ -26,6 +26,7 @@ from ._options import (
     add_output_options,
     add_process_options,
     add_report_option,
+    add_s3_options,
     add_timezone_option,
     options_from_args,
     report_from_args,
@@ -68,6 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--geojson", metavar="PATH", help="also write sequences and flagged photos")
     add_report_option(p)
+    add_s3_options(p)
     add_output_options(p)
     p.set_defaults(func=run)
 
@@ -141,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     if args.desc_path == "-" and args.json:
         raise UsageError("--desc-path - and --json both want stdout; pick one")
     options = options_from_args(args)
+    if any(d.startswith("s3://") for d in args.dirs):
+        return _run_s3(args, options)
     for d in args.dirs:
         if not os.path.exists(d):
             raise UsageError(f"no such file or folder: {d}")
@@ -204,3 +208,66 @@ def run(args: argparse.Namespace) -> int:
             "by type: " + ", ".join(f"{k} {t}" for t, k in sorted(by_type.items())), file=sys.stderr
         )
     return code
+
+
+def _run_s3(args: argparse.Namespace, options: Any) -> int:
+    """``amly process s3://bucket/prefix``: the photos read with ranged GETs (nothing staged
+    on local disk), the description file stored beside them in the bucket (file names
+    relative to the prefix), so that ``amly upload s3://bucket/prefix`` sends them on."""
+    from .. import description
+    from ..pipeline import description_entries
+    from ..storage.s3 import S3Client
+    from ..storage.s3_config import S3Config, S3Location
+    from ..storage.s3_source import s3_groups
+    from ._common import run_async
+
+    if len(args.dirs) != 1 or args.geojson or args.desc_path not in (None, "-"):
+        raise UsageError(
+            "with an s3:// source, give one prefix; --geojson and --desc-path FILE are for "
+            "local folders (--desc-path - prints the file)"
+        )
+    from ._options import apply_s3_options
+
+    apply_s3_options(args)
+    loc = S3Location.parse(args.dirs[0])
+    base = f"s3://{loc.bucket}/{loc.prefix}".rstrip("/") + "/"
+    summary = Summary("process")
+    entries: list[dict[str, Any]] = []
+    by_type: dict[str, int] = {}
+
+    # file_entry() writes os.path.abspath(path): for a URL that is this marker + "bucket/key"
+    marker = os.path.join(os.path.abspath("s3:"), "")
+
+    async def main() -> None:
+        async for group in s3_groups(args.dirs[0], options):
+            for e in description_entries(group):
+                name = str(e.get("filename", ""))
+                url = "s3://" + name[len(marker) :] if name.startswith(marker) else name
+                e["filename"] = url[len(base) :] if url.startswith(base) else url
+                entries.append(e)
+            summary.count("images", len(group.folder.files))
+            summary.count("sequences", len(group.sequences))
+            summary.count("ready", sum(len(s.images) for s in group.sequences))
+            for err in group.errors:
+                by_type[err.kind] = by_type.get(err.kind, 0) + 1
+                if isinstance(err, DuplicateError):
+                    summary.count("duplicates")
+                else:
+                    summary.fail(err)
+
+    async def store(data: bytes) -> None:
+        async with S3Client(S3Config.from_env()) as s3:
+            key = loc.join(description.DESCRIPTION_FILE)
+            await s3.put(loc.bucket, key, data, content_type="application/json")
+
+    run_async(main())
+    data = _official_json(entries)
+    written = []
+    if args.desc_path == "-":
+        sys.stdout.write(data.decode() + "\n")
+    else:
+        run_async(store(data))
+        written.append(base + description.DESCRIPTION_FILE)
+    summary.info["errors_by_type"] = dict(sorted(by_type.items()))
+    summary.info["written"] = written
+    return summary.emit(args)

@@ -79,6 +79,12 @@ def _upload_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dry-run", action="store_true", help="list what would be uploaded, send nothing"
     )
+    g.add_argument(
+        "--to",
+        metavar="s3://BUCKET/PREFIX",
+        help="store in object storage instead of uploading to Mapillary: photos with their "
+        "description embedded, the description file, zips (a later 'amly upload' sends them on)",
+    )
     add_report_option(p)
 
 
@@ -139,7 +145,11 @@ def run(args: argparse.Namespace) -> int:
 def run_process_and_upload(args: argparse.Namespace) -> int:
     _check(args)
     for t in args.trees:
-        if not os.path.isdir(t):
+        if t.startswith("s3://"):
+            from ..storage.s3_config import S3Location
+
+            S3Location.parse(t)  # a bad URL is a usage error before any work
+        elif not os.path.isdir(t):
             raise UsageError(f"no such folder: {t}")
     return _run(args, args.trees, options_from_args(args), reprocess=True)
 
@@ -158,19 +168,34 @@ def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reproc
         progress.update(p.images_done - done["images"])
         done["images"] = p.images_done
 
+    if args.to:
+        from ..storage.s3_config import S3Location
+
+        S3Location.parse(args.to)  # a bad URL is a usage error before any work
+
     async def main() -> UploadResult:
         async with client_from_args(args, journal=args.journal) as client:
-            return await client.upload(
-                paths,
-                process=process,
-                reprocess=reprocess,
-                organization_id=args.organization_id,
-                subfolders=getattr(args, "subfolders", False),
-                reupload=args.reupload,
-                dry_run=args.dry_run,
-                progress=on_progress,
-                on_sequence=entered.append if report is not None else None,
-            )
+            target = None
+            if args.to and not args.dry_run:
+                from ..storage.s3_target import S3Target
+
+                target = S3Target(args.to, journal=args.journal, concurrency=args.concurrency)
+            try:
+                return await client.upload(
+                    paths,
+                    target=target,
+                    process=process,
+                    reprocess=reprocess,
+                    organization_id=args.organization_id,
+                    subfolders=getattr(args, "subfolders", False),
+                    reupload=args.reupload,
+                    dry_run=args.dry_run,
+                    progress=on_progress,
+                    on_sequence=entered.append if report is not None else None,
+                )
+            finally:
+                if target is not None:
+                    await target.close()
 
     try:
         result = run_async(main())

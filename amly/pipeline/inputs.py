@@ -54,6 +54,14 @@ def from_description_file(
         entries = read_description_file(path)
     except (OSError, ValueError) as e:
         raise FileError(path, f"cannot read the description file: {e}") from e
+    return sequences_from_entries(entries, str(path.parent), str(path), organization_id)
+
+
+def sequences_from_entries(
+    entries: list[Any], folder: str, label: str, organization_id: str | None = None
+) -> tuple[list[UploadSequence], int]:
+    """The sequences of the entries of a description file that lives in ``folder`` (a local
+    folder or an ``s3://`` prefix), named ``label#<sequence uuid>``; and the failures."""
     groups: dict[str, list[tuple[str, str, dict[str, Any], int]]] = {}
     videos: list[UploadSequence] = []
     errors = 0
@@ -62,11 +70,17 @@ def from_description_file(
             errors += 1
             continue
         filename = str(entry["filename"])
-        if not os.path.isabs(filename):
-            filename = str(path.parent / filename)
+        if folder.startswith("s3://"):
+            filename = f"{folder.rstrip('/')}/{filename.lstrip('/')}"
+        elif not os.path.isabs(filename):
+            filename = os.path.join(folder, filename)
         if entry.get("filetype", "image") != "image":
-            video = _video_of_entry(entry, filename, organization_id)
-            if video is None:
+            video = (
+                None
+                if filename.startswith("s3://")
+                else _video_of_entry(entry, filename, organization_id)
+            )
+            if video is None:  # no track, or a video in a bucket (not supported yet)
                 errors += 1
             else:
                 videos.append(video)
@@ -82,7 +96,7 @@ def from_description_file(
     for name, items in groups.items():
         items.sort(key=lambda t: (_capture_sort_key(t[0]), t[1]))
         images = [UploadImage(f, d, n) for _t, f, d, n in items]
-        sequences.append(UploadSequence(f"{path}#{name}", images, organization_id))
+        sequences.append(UploadSequence(f"{label}#{name}", images, organization_id))
     return sequences + videos, errors
 
 
@@ -207,6 +221,22 @@ async def upload_sources(
             yield item
         elif isinstance(item, Sequence):
             yield from_sequence(item, organization_id)
+        elif isinstance(item, str) and item.startswith("s3://"):
+            from ..storage.s3 import EmptyPrefixError
+            from ..storage.s3_source import s3_processed, s3_sequences
+
+            staged = False
+            if not reprocess:
+                try:
+                    async for s3seq in s3_sequences(item, organization_id):
+                        staged = True
+                        yield s3seq
+                except EmptyPrefixError:
+                    pass  # no description file: photos to process, as a local folder's
+            if not staged:
+                opts = process or Options(recursive=subfolders)
+                async for seq in s3_processed(item, opts, report):
+                    yield from_sequence(seq, organization_id)
         elif isinstance(item, (str, os.PathLike)):
             if reprocess:
                 if await asyncio.to_thread(os.path.exists, item):

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 from collections.abc import AsyncIterable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ..errors import APIError, AuthError, FileError, MetadataError
 from ..journal import Journal
@@ -171,7 +171,7 @@ class SequenceState:
 class Target(Protocol):
     """A service (or store) that sequences are uploaded to. The engine calls, in order:
     :meth:`open` once; per sequence :meth:`begin`; per image :meth:`prepare` (in a worker
-    thread) and :meth:`send` (or :meth:`send_file` for a zip or a video); :meth:`finish`
+    thread) and :meth:`send` (or :meth:`send_file` for a zip; videos go to a :class:`VideoTarget`); :meth:`finish`
     once every image of the sequence has a receipt.
 
     A target raises :class:`~amly.AuthError` to stop the run, :class:`~amly.APIError` with a
@@ -215,6 +215,19 @@ class Target(Protocol):
         """In a worker thread: the content key and size of a large file."""
         ...
 
+    async def finish(
+        self, state: SequenceState, checksum: str, receipts: list[str], file_type: str
+    ) -> str:
+        """Turn a sequence's receipts into what the service keeps (a cluster, a completed
+        upload set); return its id. Called again after a crash, it must not make a second one:
+        keep progress in ``state.record`` (``state.save()``)."""
+        ...
+
+
+class VideoTarget(Target, Protocol):
+    """A target that takes videos too (Mapillary: as CAMM MP4s). The engine checks for these
+    methods; a target without them fails each video with a clear message."""
+
     def video_key(self, video: Any) -> tuple[str, int, Any]:
         """In a worker thread: the content key, size and prepared stream of a video
         (:class:`amly.video.VideoSource`), for :meth:`send_video`."""
@@ -224,14 +237,6 @@ class Target(Protocol):
         self, state: SequenceState, key: str, prepared: Any, size: int
     ) -> tuple[str, int]:
         """Send a video prepared by :meth:`video_key` (streamed, resumable); as :meth:`send`."""
-        ...
-
-    async def finish(
-        self, state: SequenceState, checksum: str, receipts: list[str], file_type: str
-    ) -> str:
-        """Turn a sequence's receipts into what the service keeps (a cluster, a completed
-        upload set); return its id. Called again after a crash, it must not make a second one:
-        keep progress in ``state.record`` (``state.save()``)."""
         ...
 
 
@@ -553,12 +558,23 @@ class Uploader:
         ``mly_camm_video``; journaled like a zip (receipt by key, finish by checksum)."""
         video = state.seq.video
         res = state.result
+        target = self.target
         try:
+            if not hasattr(target, "video_key") or not hasattr(target, "send_video"):
+                self._file_failed(
+                    state,
+                    FileError(
+                        video.path,
+                        f"the {target.name} target does not take videos",
+                        hint="upload videos to Mapillary (or an amly server)",
+                    ),
+                )
+                res.error = "videos not supported by this target"
+                return
+            vt = cast(VideoTarget, target)
             loop = asyncio.get_running_loop()
             try:
-                key, size, prepared = await loop.run_in_executor(
-                    self._pool, self.target.video_key, video
-                )
+                key, size, prepared = await loop.run_in_executor(self._pool, vt.video_key, video)
             except FileError as e:
                 self._file_failed(state, e)
                 res.error = "unusable video"
@@ -577,7 +593,7 @@ class Uploader:
             if receipt is None and not self._finished(checksum):
                 await self.target.begin(state)
                 async with self._net:
-                    receipt, sent = await self.target.send_video(state, key, prepared, size)
+                    receipt, sent = await vt.send_video(state, key, prepared, size)
                 self._journal_put_receipt(key, receipt)
                 if not sent:
                     res.cached += 1

@@ -81,11 +81,16 @@ def prepare_image(image: UploadImage) -> tuple[str, bytes]:
     Runs in a worker thread (file reads and md5 release the GIL)."""
     from ...metadata import inject_description
 
-    try:
-        with open(image.path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise FileError(image.path, f"cannot read: {e.strerror or e}") from e
+    if image.path.startswith("s3://"):
+        from ...storage.s3_source import read_object
+
+        raw = read_object(image.path)  # in a worker thread: one GET, nothing on local disk
+    else:
+        try:
+            with open(image.path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise FileError(image.path, f"cannot read: {e.strerror or e}") from e
     if not raw:
         raise MetadataError(image.path, "zero-byte file")
     data = inject_description(raw, dumps(embeddable(image.description)))
