@@ -6,6 +6,7 @@ cluster."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -163,3 +164,31 @@ def test_upload_a_folder_of_videos_without_a_description(tmp_path: Path) -> None
         assert [r["model"] for r in _video_rows(srv)] == ["DR900X Plus", "THETA Z1", "HERO9 Black"]
         assert "MapillaryStationaryVideoError" in res.stdout
         assert not (folder / DESCRIPTION_FILE).exists()  # nothing written next to the videos
+
+
+def test_videos_to_a_bucket_fail_by_name(tmp_path: Path) -> None:
+    """A target without video support (S3) names each video it cannot take; photos beside
+    them still go."""
+    from _upload_helpers import photos
+    from s3_support import boto3_client, moto_server, s3_env
+
+    folder = tmp_path / "t"
+    _videos(folder)
+    (folder / DESCRIPTION_FILE).unlink()
+    photos(folder / "p", 3)
+    with moto_server() as url:
+        boto3_client(url).create_bucket(Bucket="videos-here")
+        env = {k: v for k, v in s3_env(url).items() if not k.startswith("MAPILLARY_")}
+        env["AMLY_HOME"] = str(tmp_path / "h")
+        r = subprocess.run(
+            [sys.executable, "-m", "amly", "process-and-upload", str(folder), "--to", "s3://videos-here/x",
+             "--json"],
+            capture_output=True, text=True, env=env, timeout=300,
+        )  # fmt: skip
+    assert r.returncode == 1, r.stderr
+    out = summary(r)
+    assert out["counts"]["images"] == 3, json.dumps(out["failures"] + out["sequences"], indent=1)
+    fails = {Path(f["file"]).name: f for f in out["failures"] if f["file"]}
+    for name in ("gopro.mp4", "theta.mp4", "dash.mp4"):
+        assert "does not take videos" in fails[name]["error"]
+    assert "Traceback" not in r.stderr

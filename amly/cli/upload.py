@@ -243,11 +243,11 @@ def _summarise(summary: Summary, result: UploadResult, dry_run: bool) -> None:
         summary.fail(e)
     if result.duplicates:
         summary.count("duplicates", len(result.duplicates))
-    videos = sum(1 for s in result.sequences if s.video)
-    summary.count("sequences", len(result.sequences) - videos)
-    summary.count("images", result.images - videos)
-    if videos:
-        summary.count("videos", videos)
+    photo_seqs = [s for s in result.sequences if not s.video]
+    summary.count("sequences", len(photo_seqs))
+    summary.count("images", sum(s.images for s in photo_seqs))
+    if len(photo_seqs) < len(result.sequences):
+        summary.count("videos", sum(s.images for s in result.sequences if s.video))
     if not dry_run:
         summary.count("already_uploaded", sum(s.cached for s in result.sequences))
         summary.count("skipped_sequences", sum(1 for s in result.sequences if s.skipped))
