@@ -1,0 +1,383 @@
+"""One tile's images, downloaded with about one request per image.
+
+For a z14 tile the engine makes (see :func:`tile_entities`):
+
+1. one vector-tile request: the tile's ``image`` layer lists every image id (no cap);
+2. a few ``/images?bbox=`` searches over the part of the tile where those images are (cells
+   under 0.01 degrees a side), asking for the metadata *and* the thumbnail URL: one answer
+   describes up to 2,000 images. A full answer is truncated (no pagination for bbox
+   searches): its cell is split in four, and only quarters holding images the answers
+   have not described yet are asked again;
+3. one entity request per image that no answer described (a cell still full at the minimum
+   size, or an image the search did not return);
+4. the image itself.
+
+What this relies on (docs/mapillary-api.md): bbox searches take ``fields`` including
+``thumb_*_url`` and return them in the same answer; an answer with fewer than ``limit``
+results holds every matching image of its box; answers never page (except with
+``creator_username``, whose ``paging.next`` is followed). It does not rely on whether box
+edges are inclusive (cells overlap by ~1 cm), nor on the search finding an image at the
+position the tile shows it: the tile's id list decides which images there are, a search only
+saves their entity requests, and an image no answer described is looked up. The one
+exception: with a creator filter (which tiles cannot evaluate), an image inside answered,
+complete cells that the filtered search did not return is taken as another creator's.
+
+Each image is *owned* by the z14 tile of its exact position, so tiles processed by different
+workers never store the same image twice; :class:`~amly.distributed.markers.TileMarkers`
+records finished tiles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from ..api._http import Transport
+from ..api.download import ENTITY_FIELDS, feature, thumb_field
+from ..api.search import (
+    MAX_CELL,
+    SEARCH_LIMIT,
+    Filters,
+    SearchReport,
+    UnsafeId,
+    accept_entity,
+    check_image_id,
+    decode_image_tile,
+    fetch_entity,
+    fetch_tile,
+    next_page,
+    page_data,
+)
+from ..errors import APIError, AuthError, MetadataError
+from ..geo import quarter, split_bbox, tile, tile_bounds
+from ..types import BBox
+from .markers import OutputStore, TileMarkers
+from .shard import Tile, tile_key
+
+__all__ = ["TileQuery", "TileStats", "run_tiles", "tile_entities"]
+
+#: Search cells around the tile's images reach this far (degrees, ~10 m) beyond them.
+SEARCH_MARGIN = 1e-4
+#: Neighbouring cells overlap by this much, whatever the server's edge semantics.
+CELL_OVERLAP = 1e-7
+#: A full cell is split in four down to this side; below, missing images are looked up.
+MIN_SPLIT = 0.0005
+#: Re-resolutions of an expired signed URL before the image counts as failed.
+MAX_RESOLVES = 3
+#: Fields an answer must hold for the image to need no entity request.
+_REQUIRED = ("id", "sequence", "geometry", "captured_at")
+
+
+@dataclasses.dataclass(frozen=True)
+class TileQuery:
+    """What every tile of a job downloads: box, filters, thumbnail size."""
+
+    bbox: BBox
+    filters: Filters = Filters()
+    size: str = "1024"
+    search_limit: int = SEARCH_LIMIT
+
+    @property
+    def field(self) -> str:
+        return thumb_field(self.size)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return (*ENTITY_FIELDS, self.field)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"bbox": list(self.bbox), "filters": self.filters.to_json(), "size": self.size}
+
+
+@dataclasses.dataclass
+class TileStats:
+    """What a run of tiles did; :meth:`add` sums the runs of many workers."""
+
+    tiles: int = 0
+    tiles_reused: int = 0
+    searches: int = 0
+    splits: int = 0
+    lookups: int = 0
+    downloaded: int = 0
+    reused: int = 0
+    failed: int = 0
+    bytes: int = 0
+    resolves: int = 0
+    requests: int = 0
+    failures: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    unfinished: list[str] = dataclasses.field(default_factory=list)
+
+    def fail(self, ident: str, message: str, kind: str) -> None:
+        self.failed += 1
+        self.failures.append({"file": ident, "type": kind, "error": message})
+
+    def add(self, other: TileStats) -> None:
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            setattr(self, f.name, a + b)
+
+    @property
+    def images(self) -> int:
+        return self.downloaded + self.reused
+
+
+def _in(lon: float, lat: float, cell: BBox, margin: float = 0.0) -> bool:
+    w, s, e, n = cell
+    return w - margin <= lon <= e + margin and s - margin <= lat <= n + margin
+
+
+async def _search(
+    transport: Transport, cell: BBox, q: TileQuery, stats: TileStats
+) -> tuple[list[Any], bool]:
+    """One cell's answer (pages followed) and whether it was full (truncated)."""
+    w, s, e, n = cell
+    o = CELL_OVERLAP
+    params = q.filters.search_params()
+    params.update(
+        bbox=f"{w - o!r},{s - o!r},{e + o!r},{n + o!r}",
+        fields=",".join(sorted(set(q.fields))),
+        limit=str(q.search_limit),
+    )
+    answer = await transport.graph_get("images", params, surface="search")
+    stats.searches += 1
+    data = page_data(answer)
+    nxt = next_page(answer)
+    paged = nxt is not None
+    while nxt is not None:
+        page = await transport.request("GET", nxt, surface="search")
+        stats.searches += 1
+        data += page_data(page)
+        nxt = next_page(page)
+    return data, len(data) >= q.search_limit and not paged
+
+
+async def tile_entities(
+    transport: Transport,
+    t: Tile,
+    q: TileQuery,
+    stats: TileStats,
+    report: SearchReport,
+) -> list[tuple[dict[str, Any], tuple[str, str, float, float]]]:
+    """The images tile ``t`` owns inside the query, as ``(entity, (id, sequence, lon, lat))``
+    with the thumbnail URL in the entity (see the module docstring for the requests)."""
+    x, y, z = t
+    data = await fetch_tile(transport, x, y, z)
+    stats.tiles += 1
+    tw, ts, te, tn = tile_bounds(x, y, z)
+    unit = max(te - tw, tn - ts) / 4096
+    cands: dict[str, tuple[float, float]] = {}
+    for props, lon, lat, _edge in decode_image_tile(data, x, y, z):
+        if not _in(lon, lat, q.bbox, 4 * unit) or not q.filters.matches(props, partial=True):
+            continue
+        org = q.filters.organization_id
+        if org and str(props.get("organization_id")) != str(org):
+            continue
+        try:
+            cands[check_image_id(props.get("id"))] = (lon, lat)
+        except UnsafeId as e:
+            report.reject(props.get("id"), str(e))
+    if not cands:
+        return []
+    margin = max(2 * unit, SEARCH_MARGIN)
+    lons = [p[0] for p in cands.values()]
+    lats = [p[1] for p in cands.values()]
+    area = (min(lons) - margin, min(lats) - margin, max(lons) + margin, max(lats) + margin)
+
+    def holds(cell: BBox, pending: bool) -> bool:
+        return any(
+            _in(lon, lat, cell, margin) and (not pending or i not in found)
+            for i, (lon, lat) in cands.items()
+        )
+
+    found: dict[str, dict[str, Any]] = {}
+    complete: list[BBox] = []
+    work = [c for c in split_bbox(area, MAX_CELL) if holds(c, False)]
+    while work:
+        answers = await asyncio.gather(*(_search(transport, c, q, stats) for c in work))
+        more: list[BBox] = []
+        for cell, (items, full) in zip(work, answers, strict=True):
+            for ent in items:
+                if isinstance(ent, dict) and str(ent.get("id")) in cands:
+                    found.setdefault(str(ent["id"]), ent)
+            if not full:
+                complete.append(cell)
+            elif max(cell[2] - cell[0], cell[3] - cell[1]) > MIN_SPLIT:
+                stats.splits += 1
+                more += [c for c in quarter(cell) if holds(c, True)]
+        work = more
+
+    def covered(lon: float, lat: float) -> bool:
+        corners = [(lon + dx, lat + dy) for dx in (-margin, margin) for dy in (-margin, margin)]
+        return all(any(_in(cx, cy, c) for c in complete) for cx, cy in corners)
+
+    async def lookup(ident: str) -> dict[str, Any] | None:
+        stats.lookups += 1
+        try:
+            return await fetch_entity(transport, ident, q.fields)
+        except APIError as e:
+            if e.status is None:
+                raise
+            stats.fail(ident, str(e), "EntityError")
+            return None
+
+    described: list[dict[str, Any]] = []
+    missing: list[str] = []
+    for ident, (lon, lat) in cands.items():
+        ent = found.get(ident)
+        if ent is not None and all(k in ent for k in _REQUIRED) and q.field in ent:
+            described.append(ent)
+        elif ent is None and q.filters.username and covered(lon, lat):
+            continue  # another creator's: the filtered, complete answers left it out
+        else:
+            missing.append(ident)
+    looked = await asyncio.gather(*(lookup(i) for i in missing))
+    out = []
+    for ent in described + [e for e in looked if e is not None]:
+        hit = accept_entity(ent, q.bbox, q.filters, report)
+        if hit is None or tile(hit[2], hit[3], z)[:2] != (x, y):
+            continue  # outside the query, or a neighbour's (it is in that tile's list)
+        out.append((ent, hit))
+    return out
+
+
+def _capture_time(ms: Any) -> datetime | None:
+    if not isinstance(ms, (int, float)) or isinstance(ms, bool):
+        return None
+    return datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def _heading(ent: dict[str, Any]) -> float | None:
+    for key in ("compass_angle", "computed_compass_angle"):
+        v = _num(ent.get(key))
+        if v is not None:
+            return v % 360.0
+    return None
+
+
+async def _read_bytes(resp: Any) -> bytes:
+    return bytes(await resp.read())
+
+
+async def _store_image(
+    transport: Transport,
+    store: OutputStore,
+    ent: dict[str, Any],
+    hit: tuple[str, str, float, float],
+    q: TileQuery,
+    stats: TileStats,
+) -> dict[str, Any] | None:
+    """Download one image (unless already stored) and return its index feature."""
+    from ..metadata import set_exif_bytes
+
+    ident, seq, lon, lat = hit
+    rel = f"{seq}/{ident}.jpg"
+    feat = feature(ent, rel, lon, lat)
+    if await asyncio.to_thread(store.exists, rel):
+        stats.reused += 1
+        return feat
+    try:
+        for n in range(MAX_RESOLVES + 1):
+            url = ent.get(q.field)
+            if not isinstance(url, str) or not url:
+                raise APIError(f"no {q.field} for image {ident}", status=404)
+            try:
+                raw = await transport.request(
+                    "GET", url, surface="download", auth=False, read=_read_bytes
+                )
+                break
+            except AuthError:
+                # Signed URLs expire (an answer's may have aged): ask for a fresh one.
+                if n == MAX_RESOLVES:
+                    raise
+                stats.resolves += 1
+                ent = await fetch_entity(transport, ident, q.fields)
+
+        def finish(raw: bytes = raw) -> int:
+            data = set_exif_bytes(
+                raw,
+                capture_time=_capture_time(ent.get("captured_at")),
+                lat=lat,
+                lon=lon,
+                alt=_num(ent.get("altitude")),
+                heading=_heading(ent),
+                make=ent.get("make") if isinstance(ent.get("make"), str) else None,
+                model=ent.get("model") if isinstance(ent.get("model"), str) else None,
+                name=rel,
+            )
+            store.write(rel, data)
+            return len(data)
+
+        stats.bytes += await asyncio.to_thread(finish)
+    except (AuthError, MetadataError, ValueError) as e:
+        stats.fail(ident, str(e), getattr(e, "kind", type(e).__name__))
+        return None
+    except APIError as e:
+        if e.status is None:
+            raise  # the server kept failing: stop; a rerun resumes
+        stats.fail(ident, str(e), "DownloadError")
+        return None
+    stats.downloaded += 1
+    return feat
+
+
+async def run_tiles(
+    transport: Transport,
+    store: OutputStore,
+    markers: TileMarkers,
+    tiles: list[Tile],
+    q: TileQuery,
+    *,
+    concurrency: int = 32,
+    tile_concurrency: int = 4,
+    on_image: Callable[[str], None] | None = None,
+) -> TileStats:
+    """Download the images of ``tiles``: up to ``tile_concurrency`` tiles and ``concurrency``
+    images at a time. A tile already marked is not read again; a tile whose every image
+    ended well gets its marker; one with failures stays unmarked (a rerun retries it)."""
+    stats = TileStats()
+    report = SearchReport()
+    images = asyncio.Semaphore(concurrency)
+    tiles_sem = asyncio.Semaphore(tile_concurrency)
+    start_requests = transport.stats["requests"]
+
+    async def one_image(t: Tile, ent: dict[str, Any], hit: Any) -> dict[str, Any] | None:
+        async with images:
+            feat = await _store_image(transport, store, ent, hit, q, stats)
+        if feat is not None and on_image is not None:
+            on_image(tile_key(t))
+        return feat
+
+    async def one_tile(t: Tile) -> None:
+        async with tiles_sem:
+            entry = await asyncio.to_thread(markers.get, t)
+            if entry is not None:
+                stats.tiles_reused += 1
+                n = len(entry.get("features", []))
+                stats.reused += n
+                if on_image is not None:
+                    for _ in range(n):
+                        on_image(tile_key(t))
+                return
+            failed = stats.failed
+            owned = await tile_entities(transport, t, q, stats, report)
+        feats = await asyncio.gather(*(one_image(t, e, h) for e, h in owned))
+        if stats.failed == failed and all(f is not None for f in feats):
+            done = sorted((f for f in feats if f is not None), key=lambda f: f["properties"]["id"])
+            await asyncio.to_thread(markers.put, t, done)
+        else:
+            stats.unfinished.append(tile_key(t))
+
+    try:
+        await asyncio.gather(*(one_tile(t) for t in tiles))
+    finally:
+        for ident, reason in report.rejected:
+            stats.fail(ident, reason, "UnsafeIdError")
+        stats.requests += transport.stats["requests"] - start_requests
+    return stats
