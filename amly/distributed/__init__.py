@@ -3,7 +3,7 @@
 Optional (``pip install amly[dask]`` for the cluster part; sharding, markers and merging need
 nothing extra). The pieces, each in its own module:
 
-- :mod:`.shard`: z14 tiles grouped under z12 tiles; groups hashed stably into shards.
+- :mod:`.shard`: z14 tiles grouped under z13 tiles; groups hashed stably into shards.
 - :mod:`.limiter`: the per-token rate limits held across all workers (a token bank on the
   Dask scheduler, leased by every worker's limiter; same ``acquire``/``pause`` interface as
   :class:`amly.api._limits.RateLimiter`).

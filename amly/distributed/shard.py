@@ -1,7 +1,7 @@
 """Split a box's z14 tiles into groups, and groups into shards, by a stable hash.
 
-A *tile group* is the block of z14 tiles under one tile of a coarser zoom (z12 by default:
-up to 4 x 4 z14 tiles). Groups are the unit of distributed work: one keyed Dask task, or the
+A *tile group* is the block of z14 tiles under one tile of a coarser zoom (z13 by default:
+up to 2 x 2 z14 tiles). Groups are the unit of distributed work: one keyed Dask task, or the
 share of one ``--shard K/N`` process. Which shard a group goes to depends on nothing but the
 group's own coordinates (a BLAKE2 hash), so N processes on N machines agree without talking,
 and a rerun assigns every group as before.
@@ -40,8 +40,9 @@ __all__ = [
 ]
 
 TILE_ZOOM = 14
-#: Groups of up to 4 x 4 z14 tiles: a city is tens of tasks, a country tens of thousands.
-GROUP_ZOOM = 12
+#: Groups of up to 2 x 2 z14 tiles (~4 x 2.5 km at 50 degrees north): a city is tens of
+#: tasks, a country tens of thousands, each a few minutes of one worker's time.
+GROUP_ZOOM = 13
 
 Tile = tuple[int, int, int]
 
@@ -70,7 +71,7 @@ def group_of(t: Tile, group_zoom: int = GROUP_ZOOM) -> Tile:
     """The group (a tile at ``group_zoom``) a z14 tile belongs to.
 
     >>> group_of((8802, 5373, 14))
-    (2200, 1343, 12)
+    (4401, 2686, 13)
     """
     x, y, z = t
     shift = z - group_zoom
@@ -120,7 +121,7 @@ def tile_groups(bbox: BBox, group_zoom: int = GROUP_ZOOM) -> Iterator[TileGroup]
     """The groups covering the box, lazily, each with its z14 tiles that touch the box.
 
     >>> [(g.key, len(g.tiles)) for g in tile_groups((13.40, 52.51, 13.41, 52.52))]
-    [('12/2200/1343', 2)]
+    [('13/4400/2686', 1), ('13/4401/2686', 1)]
     """
     box = validate_bbox(bbox)
     gx0, gy0, gx1, gy1 = _tile_range(box, group_zoom)

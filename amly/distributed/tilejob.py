@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -331,7 +331,7 @@ async def run_tiles(
     transport: Transport,
     store: OutputStore,
     markers: TileMarkers,
-    tiles: list[Tile],
+    tiles: Iterable[Tile],
     q: TileQuery,
     *,
     concurrency: int = 32,
@@ -344,7 +344,7 @@ async def run_tiles(
     stats = TileStats()
     report = SearchReport()
     images = asyncio.Semaphore(concurrency)
-    tiles_sem = asyncio.Semaphore(tile_concurrency)
+    todo = iter(tiles)  # pulled lazily: a shard of a country is never one list
     start_requests = transport.stats["requests"]
 
     async def one_image(t: Tile, ent: dict[str, Any], hit: Any) -> dict[str, Any] | None:
@@ -355,18 +355,17 @@ async def run_tiles(
         return feat
 
     async def one_tile(t: Tile) -> None:
-        async with tiles_sem:
-            entry = await asyncio.to_thread(markers.get, t)
-            if entry is not None:
-                stats.tiles_reused += 1
-                n = len(entry.get("features", []))
-                stats.reused += n
-                if on_image is not None:
-                    for _ in range(n):
-                        on_image(tile_key(t))
-                return
-            failed = stats.failed
-            owned = await tile_entities(transport, t, q, stats, report)
+        entry = await asyncio.to_thread(markers.get, t)
+        if entry is not None:
+            stats.tiles_reused += 1
+            n = len(entry.get("features", []))
+            stats.reused += n
+            if on_image is not None:
+                for _ in range(n):
+                    on_image(tile_key(t))
+            return
+        failed = stats.failed
+        owned = await tile_entities(transport, t, q, stats, report)
         feats = await asyncio.gather(*(one_image(t, e, h) for e, h in owned))
         if stats.failed == failed and all(f is not None for f in feats):
             done = sorted((f for f in feats if f is not None), key=lambda f: f["properties"]["id"])
@@ -375,7 +374,12 @@ async def run_tiles(
             stats.unfinished.append(tile_key(t))
 
     try:
-        await asyncio.gather(*(one_tile(t) for t in tiles))
+
+        async def puller() -> None:
+            for t in todo:
+                await one_tile(t)
+
+        await asyncio.gather(*(puller() for _ in range(max(1, tile_concurrency))))
     finally:
         for ident, reason in report.rejected:
             stats.fail(ident, reason, "UnsafeIdError")

@@ -1,0 +1,354 @@
+"""Run a box's download on a Dask cluster: one keyed task per tile group, every worker running
+amly's own asyncio engine (:func:`amly.distributed.tilejob.run_tiles`) on its groups.
+
+- ``--dask local:N`` starts a :class:`~distributed.LocalCluster` of N worker processes;
+  ``--dask tcp://host:8786`` joins a running scheduler (the workers need amly installed and
+  the output folder mounted at the same path).
+- The per-token rate limits hold across the cluster: the token bank
+  (:class:`~amly.distributed.limiter.LimiterPlugin`) runs on the scheduler.
+- A worker that dies mid-group: Dask runs the group again elsewhere (and this driver
+  resubmits a group that failed that way, up to :data:`RESUBMITS` times); the tile markers
+  make the re-run skip finished tiles and reuse stored images. A rerun of the whole job
+  resumes the same way.
+- Progress is the whole job's: workers report per-tile counts to the scheduler, which keeps
+  the highest count per tile (a re-run tile does not count twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from .._atomic import atomic_write
+from ..api._http import Transport
+from ..api._limits import Limits
+from ..config import Endpoints, Secret
+from ..errors import AmlyError, APIError, UsageError
+from .limiter import (
+    PLUGIN_NAME,
+    Caller,
+    LimiterPlugin,
+    TokenBank,
+    bank_key,
+    bank_spec,
+    local_caller,
+    shared_limiters,
+)
+from .markers import LocalStore, TileMarkers, index_chunks, query_key
+from .shard import GROUP_ZOOM, ShardSpec, TileGroup, tile_groups
+from .tilejob import TileQuery, TileStats, run_tiles
+
+__all__ = ["JobResult", "JobSpec", "connect", "run_job", "run_shard"]
+
+log = logging.getLogger("amly.distributed")
+
+#: How often a group that lost its worker is submitted again by the driver.
+RESUBMITS = 3
+#: Seconds between progress reports (workers) and polls (driver).
+PROGRESS_EVERY = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class JobSpec:
+    """Everything a worker needs to download its groups (pickled to the workers)."""
+
+    endpoints: Endpoints
+    token: Secret
+    query: TileQuery
+    out: str
+    limits: Limits = dataclasses.field(default_factory=Limits)
+    concurrency: int = 32
+    workers: int = 1
+    group_zoom: int = GROUP_ZOOM
+
+    @property
+    def query_key(self) -> str:
+        return query_key(self.query.to_json())
+
+    @property
+    def bank(self) -> str:
+        return bank_key(self.endpoints.graph, self.token.reveal())
+
+    @property
+    def job(self) -> str:
+        return f"{self.query_key}-{Path(self.out).resolve()}"
+
+
+@dataclasses.dataclass
+class JobResult:
+    """Whole-job counts (summed over workers) and the output's index."""
+
+    stats: TileStats = dataclasses.field(default_factory=TileStats)
+    groups: int = 0
+    tiles: int = 0
+    tiles_unfinished: int = 0
+    resubmitted: int = 0
+    index: str | None = None
+    seconds: float = 0.0
+    errors: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def requests_per_image(self) -> float | None:
+        n = self.stats.images
+        return round(self.stats.requests / n, 4) if n else None
+
+
+async def _run_groups(
+    spec: JobSpec, tiles: Iterable[Any], call: Caller, on_image: Callable[[str], None] | None
+) -> TileStats:
+    store = LocalStore(spec.out)
+    markers = TileMarkers(store, spec.query_key)
+    transport = Transport(
+        spec.endpoints, spec.token, concurrency=spec.concurrency + 8, limits=spec.limits
+    )
+    async with transport:
+        transport.limiters = shared_limiters(spec.limits, call, workers=spec.workers)  # type: ignore[assignment]
+        return await run_tiles(
+            transport,
+            store,
+            markers,
+            (tuple(t) for t in tiles),
+            spec.query,
+            concurrency=spec.concurrency,
+            on_image=on_image,
+        )
+
+
+def _group_task(spec: JobSpec, tiles: list[Any]) -> dict[str, Any]:
+    """A Dask task: one group's tiles, on a worker, against the scheduler's token bank.
+
+    Returns the stats as a dict (amly's errors are reported, not raised: the driver decides;
+    a worker dying raises on the driver's side instead)."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    loop = worker.loop.asyncio_loop  # type: ignore[attr-defined]
+    bank, job = spec.bank, spec.job
+
+    async def rpc(op: str, kw: dict[str, Any]) -> Any:
+        return await getattr(worker.scheduler, f"amly_{op}")(**kw)
+
+    async def call(op: str, **kw: Any) -> Any:
+        fut = asyncio.run_coroutine_threadsafe(rpc(op, {"bank": bank, **kw}), loop)
+        return await asyncio.wrap_future(fut)
+
+    counts: dict[str, int] = {}
+    sent: dict[str, int] = {}
+
+    def on_image(key: str) -> None:
+        counts[key] = counts.get(key, 0) + 1
+
+    async def flush() -> None:
+        news = {k: v for k, v in counts.items() if sent.get(k) != v}
+        if news:
+            sent.update(news)
+            fut = asyncio.run_coroutine_threadsafe(
+                rpc("progress", {"job": job, "counts": news}), loop
+            )
+            await asyncio.wrap_future(fut)
+
+    async def main() -> TileStats:
+        async def report() -> None:
+            while True:
+                await asyncio.sleep(PROGRESS_EVERY)
+                with contextlib.suppress(Exception):
+                    await flush()
+
+        reporter = asyncio.ensure_future(report())
+        try:
+            return await _run_groups(spec, tiles, call, on_image)
+        finally:
+            reporter.cancel()
+            with contextlib.suppress(BaseException):
+                await reporter
+            with contextlib.suppress(Exception):
+                await flush()
+
+    try:
+        stats = asyncio.run(main())
+    except AmlyError as e:
+        return {"error": str(e), "kind": type(e).__name__}
+    return {"stats": dataclasses.asdict(stats)}
+
+
+def connect(scheduler: str) -> tuple[Any, Any]:
+    """``(client, cluster)`` for ``local:N`` (a new LocalCluster of N worker processes, the
+    cluster to close afterwards) or a scheduler address (``tcp://host:8786``; cluster None)."""
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise UsageError("--dask needs Dask distributed", hint="pip install 'amly[dask]'") from None
+    if scheduler.startswith("local:"):
+        try:
+            n = int(scheduler.removeprefix("local:"))
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise UsageError(f"bad --dask {scheduler!r}: local:N needs N >= 1 workers")
+        cluster = LocalCluster(
+            n_workers=n,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        return Client(cluster), cluster
+    if "://" not in scheduler:
+        raise UsageError(
+            f"bad --dask {scheduler!r}: give local:N or a scheduler address tcp://HOST:PORT"
+        )
+    try:
+        return Client(scheduler, timeout="20s"), None
+    except OSError as e:
+        raise APIError(
+            f"cannot reach the Dask scheduler at {scheduler}: {e}",
+            hint="is 'dask scheduler' running there, and reachable from here?",
+        ) from None
+
+
+def _open_bank(dask_scheduler: Any, key: str, spec: dict[str, Any]) -> None:
+    dask_scheduler.plugins[PLUGIN_NAME].open_bank(key, spec)
+
+
+def _progress(dask_scheduler: Any, job: str) -> int:
+    return sum(dask_scheduler.plugins[PLUGIN_NAME].progress.get(job, {}).values())
+
+
+def _forget_progress(dask_scheduler: Any, job: str) -> None:
+    dask_scheduler.plugins[PLUGIN_NAME].progress.pop(job, None)
+
+
+def _stats(d: dict[str, Any]) -> TileStats:
+    return TileStats(**d)
+
+
+def _write_index(spec: JobSpec, groups: Iterable[TileGroup], result: JobResult) -> None:
+    markers = TileMarkers(LocalStore(spec.out), spec.query_key)
+
+    def tiles() -> Iterator[Any]:
+        for g in groups:
+            for t in g.tiles:
+                result.tiles += 1
+                if markers.get(t) is None:
+                    result.tiles_unfinished += 1
+                yield t
+
+    path = Path(spec.out) / "index.geojson"
+    atomic_write(path, index_chunks(markers, tiles()))
+    result.index = str(path)
+
+
+def run_job(
+    client: Any,
+    spec: JobSpec,
+    *,
+    shard: ShardSpec | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> JobResult:
+    """Download the query's groups (``shard``'s share, if given) on the cluster behind
+    ``client``; write ``index.geojson`` from the tile markers. Groups are submitted a few per
+    worker at a time, so a country's tens of thousands of groups never sit in memory."""
+    from distributed import wait
+
+    t0 = time.monotonic()
+    result = JobResult()
+    Path(spec.out).mkdir(parents=True, exist_ok=True)
+    client.register_plugin(LimiterPlugin(), name=PLUGIN_NAME)
+    client.run_on_scheduler(_open_bank, key=spec.bank, spec=bank_spec(spec.limits))
+    client.run_on_scheduler(_forget_progress, job=spec.job)
+
+    def groups() -> Iterator[TileGroup]:
+        for g in tile_groups(spec.query.bbox, spec.group_zoom):
+            if shard is None or shard.owns(g.group):
+                yield g
+
+    window = max(2, 2 * spec.workers)
+    pending = groups()
+    running: dict[Any, tuple[TileGroup, int]] = {}
+
+    def submit(g: TileGroup, attempt: int) -> None:
+        key = f"amly-{spec.query_key}-{g.key.replace('/', '-')}-{attempt}"
+        fut = client.submit(_group_task, spec, [list(t) for t in g.tiles], key=key, pure=False)
+        running[fut] = (g, attempt)
+
+    def top_up() -> None:
+        while len(running) < window:
+            g = next(pending, None)
+            if g is None:
+                return
+            result.groups += 1
+            submit(g, 0)
+
+    top_up()
+    last = -1
+    while running:
+        try:
+            done, _ = wait(list(running), timeout=PROGRESS_EVERY, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            done = set()
+        for fut in done:
+            g, attempt = running.pop(fut)
+            try:
+                out = fut.result()
+            except Exception as e:  # a worker died (KilledWorker) or the comm broke
+                if attempt < RESUBMITS:
+                    result.resubmitted += 1
+                    submit(g, attempt + 1)
+                else:
+                    result.errors.append(f"group {g.key}: {type(e).__name__}: {e}")
+                continue
+            finally:
+                fut.release()
+            if "error" in out:
+                result.errors.append(f"group {g.key}: {out['error']}")
+            else:
+                result.stats.add(_stats(out["stats"]))
+        top_up()
+        if on_progress is not None:
+            n = client.run_on_scheduler(_progress, job=spec.job)
+            if n != last:
+                on_progress(n)
+                last = n
+    client.run_on_scheduler(_forget_progress, job=spec.job)
+    _write_index(spec, groups(), result)
+    result.seconds = time.monotonic() - t0
+    return result
+
+
+def run_shard(
+    spec: JobSpec,
+    shard: ShardSpec | None = None,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+) -> JobResult:
+    """The same job in this process, without a cluster: ``shard``'s groups (all of them if
+    None), the token bank local. For ``--shard K/N`` on N machines: each output merges into
+    one with ``amly download merge``."""
+    t0 = time.monotonic()
+    result = JobResult()
+    bank = TokenBank(bank_spec(spec.limits))
+    chosen = [
+        g
+        for g in tile_groups(spec.query.bbox, spec.group_zoom)
+        if shard is None or shard.owns(g.group)
+    ]
+    result.groups = len(chosen)
+    done = 0
+
+    def on_image(_key: str) -> None:
+        nonlocal done
+        done += 1
+        if on_progress is not None:
+            on_progress(done)
+
+    tiles = (t for g in chosen for t in g.tiles)
+    result.stats = asyncio.run(_run_groups(spec, tiles, local_caller(bank), on_image))
+    _write_index(spec, chosen, result)
+    result.seconds = time.monotonic() - t0
+    return result
