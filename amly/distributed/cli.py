@@ -1,0 +1,170 @@
+"""The command-line side of :mod:`amly.distributed`: ``--dask``/``--shard`` on ``amly download
+images`` and the ``amly download merge`` verb (``amly.cli.download`` wires them in)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from ..api._limits import Limits
+from ..config import Endpoints, Secret
+from ..errors import UsageError
+from .shard import ShardSpec
+
+__all__ = ["add_options", "register_merge", "run_images", "wanted"]
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    """``--dask SCHEDULER`` and ``--shard K/N``."""
+    g = p.add_argument_group("beyond one machine")
+    g.add_argument(
+        "--dask",
+        metavar="SCHEDULER",
+        help="run on a Dask cluster: local:N (N worker processes on this machine) or "
+        "tcp://HOST:8786 (a running scheduler; the workers need amly[dask] and --out at the "
+        "same path). The rate limits hold for the whole cluster",
+    )
+    g.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="do only the K-th of N shares of the box (a stable split by tile groups), for N "
+        "machines without a cluster; each share's rate limits are 1/N of the token's; join "
+        "the N --out folders with 'amly download merge'",
+    )
+
+
+def wanted(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "dask", None) or getattr(args, "shard", None))
+
+
+def _shared_limits(limits: Limits, n: int) -> Limits:
+    """Each of ``n`` independent shards gets 1/n of the token's limits.
+
+    >>> _shared_limits(Limits(), 4).search_per_minute
+    2500.0
+    """
+    return dataclasses.replace(
+        limits,
+        **{
+            f.name: None if getattr(limits, f.name) is None else getattr(limits, f.name) / n
+            for f in dataclasses.fields(limits)
+        },
+    )
+
+
+def run_images(
+    args: argparse.Namespace,
+    *,
+    bbox: tuple[float, float, float, float],
+    size: str,
+    filters: Any,
+    endpoints: Endpoints,
+    token: Secret,
+    limits: Limits,
+    summary: Any,
+    progress: Any,
+) -> int:
+    """``amly download images`` with ``--dask`` and/or ``--shard``."""
+    from .cluster import JobSpec, connect, run_job, run_shard
+    from .tilejob import TileQuery
+
+    if args.max_results is not None:
+        raise UsageError("--max-results cannot be combined with --dask or --shard")
+    if args.method != "tiles":
+        raise UsageError("--dask and --shard enumerate by tiles: drop --method search")
+    shard = ShardSpec.parse(args.shard) if args.shard else None
+    if shard is not None and not args.dask:
+        limits = _shared_limits(limits, shard.count)
+    query = TileQuery(bbox, filters, size, search_limit=args.search_limit)
+
+    def on_progress(n: int) -> None:
+        progress.update(n - progress.done)
+
+    if args.dask:
+        client, cluster = connect(args.dask)
+        try:
+            workers = max(1, len(client.scheduler_info().get("workers", {})))
+            spec = JobSpec(
+                endpoints, token, query, args.out, limits, args.concurrency, workers=workers
+            )
+            res = run_job(client, spec, shard=shard, on_progress=on_progress)
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    else:
+        spec = JobSpec(endpoints, token, query, args.out, limits, args.concurrency)
+        res = run_shard(spec, shard, on_progress=on_progress)
+    progress.close()
+    st = res.stats
+    summary.count("downloaded", st.downloaded)
+    summary.count("reused", st.reused)
+    for f in st.failures:
+        summary.fail(f["error"], path=f["file"], kind=f["type"])
+    for e in res.errors:
+        summary.fail(e, path=args.out, kind="WorkerError")
+    if res.tiles_unfinished and not st.failures and not res.errors:
+        summary.fail(
+            f"{res.tiles_unfinished} tile(s) did not finish: rerun the same command to resume",
+            path=args.out,
+            kind="Unfinished",
+        )
+    summary.info.update(
+        out=args.out,
+        index=res.index,
+        bytes=st.bytes,
+        urls_resolved_again=st.resolves,
+        requests=st.requests,
+        requests_per_image=res.requests_per_image,
+        distributed={
+            "dask": args.dask,
+            "shard": str(shard) if shard else None,
+            "groups": res.groups,
+            "groups_resubmitted": res.resubmitted,
+        },
+        enumeration={
+            "method": "tiles",
+            "tiles": res.tiles,
+            "tiles_read": st.tiles,
+            "tiles_skipped": st.tiles_reused,
+            "searches": st.searches,
+            "splits": st.splits,
+            "entity_lookups": st.lookups,
+        },
+    )
+    return int(summary.emit(args))
+
+
+def register_merge(sub: Any) -> None:
+    """``amly download merge DIR... --out DIR``."""
+    from ..cli._common import add_output_options
+
+    p = sub.add_parser(
+        "merge",
+        help="merge download folders (e.g. of --shard K/N runs) into one",
+        description="Bring the images of several download folders into --out (hard links "
+        "where possible) and write one index.geojson listing each image once.",
+    )
+    p.add_argument("dirs", nargs="+", metavar="DIR", help="download folders to merge")
+    p.add_argument("--out", required=True, metavar="DIR", help="the merged folder")
+    add_output_options(p)
+    p.set_defaults(func=run_merge)
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    from ..cli._common import Summary
+    from .merge import merge_outputs
+
+    summary = Summary("download merge")
+    res = merge_outputs(args.dirs, args.out)
+    summary.count("images", res.images)
+    summary.count("linked", res.linked)
+    summary.count("copied", res.copied)
+    summary.count("already there", res.kept)
+    if res.duplicates:
+        summary.count("duplicates skipped", res.duplicates)
+    for f in res.failures:
+        summary.fail(f["error"], path=f["file"], kind=f["type"])
+    summary.info.update(out=args.out, index=res.index, inputs=res.inputs)
+    return int(summary.emit(args))

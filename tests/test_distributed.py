@@ -1,0 +1,199 @@
+"""Distributed downloads (amly.distributed): a LocalCluster of 2 worker processes against an
+``amly server`` seeded with 20,000 images at injected latency.
+
+The ids stored equal the box's ids, each once; a worker ``kill -9``ed mid-run does not stop
+the job nor make it store anything twice; the shared token bank holds the server's observed
+request rate under the configured limit across both workers; ``--shard 1/2`` + ``2/2`` +
+merge equals one plain run; about one request per image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from download_support import files, index_ids, truth
+
+from amly.api._limits import Limits
+from amly.config import Secret
+from amly.distributed.limiter import LEASE_TTL, TokenBank, local_caller, shared_limiters
+from amly.distributed.markers import LocalStore
+from amly.distributed.merge import merge_outputs
+from amly.distributed.shard import ShardSpec
+from amly.distributed.tilejob import TileQuery
+from amly.server.seed import seed_store
+from amly.server.store import Store
+from amly.server.testing import running_server
+
+distributed = pytest.importorskip("distributed")
+
+from amly.distributed.cluster import JobSpec, run_job, run_shard  # noqa: E402
+
+#: 20,000 images over this box; the test boxes cut through it (tile and group edges inside).
+AREA = (13.36, 52.48, 13.44, 52.54)
+BIG = (13.383, 52.497, 13.421, 52.523)  # ~4,000 images, 3 x 3 z14 tiles
+SMALL = (13.401, 52.501, 13.413, 52.513)  # ~600 images, 2 x 2 z14 tiles
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    data = tmp_path_factory.mktemp("dist") / "server"
+    store = Store(data)
+    try:
+        seed_store(store, 20_000, AREA, seed=3)
+    finally:
+        store.close()
+    with running_server(data) as s:
+        s.faults.latency_ms = 20
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client() -> Any:
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    c = distributed.Client(cluster)
+    yield c
+    c.close()
+    cluster.close()
+
+
+def _spec(srv: Any, box: Any, out: Path, search_limit: int = 2000, **kw: Any) -> JobSpec:
+    kw.setdefault("workers", 2)
+    kw.setdefault("concurrency", 16)
+    q = TileQuery(box, size="256", search_limit=search_limit)
+    # One z14 tile per task: a small test box still makes several tasks.
+    return JobSpec(srv.endpoints, Secret(srv.token), q, str(out), group_zoom=14, **kw)
+
+
+def _route(srv: Any, part: str) -> int:
+    return sum(n for route, n in srv.stats.by_route.items() if part in route)
+
+
+def test_token_bank_holds_the_rate_for_many_limiters() -> None:
+    """Four limiters (four workers' worth) on one bank: together at most the bank's rate."""
+    bank = TokenBank({"search": (50.0, 5.0)})
+    limiters = [shared_limiters(Limits(search_per_minute=3000), local_caller(bank), workers=4)
+                for _ in range(4)]  # fmt: skip
+
+    async def hammer(lim: Any, n: int) -> None:
+        for _ in range(n):
+            await lim["search"].acquire()
+
+    async def main() -> None:
+        await asyncio.wait_for(asyncio.gather(*(hammer(x, 20) for x in limiters)), 30)
+
+    t0 = time.monotonic()
+    asyncio.run(main())
+    elapsed = time.monotonic() - t0
+    # 80 requests at 50/s with a burst of 5: the bank allows no more than this, however the
+    # four limiters interleave (leased tokens expire after LEASE_TTL, so none are hoarded).
+    assert 80 <= 5 + 50 * (elapsed + LEASE_TTL)
+    assert bank.granted["search"] == 80
+
+
+@pytest.mark.slow
+def test_two_workers_store_the_box_exactly_once(srv: Any, client: Any, tmp_path: Path) -> None:
+    expected = truth(srv, BIG)
+    assert len(expected) > 3000
+    srv.stats.reset()
+    res = run_job(client, _spec(srv, BIG, tmp_path / "out"))
+    assert res.errors == [] and res.stats.failures == []
+    assert res.tiles_unfinished == 0 and res.groups >= 4
+    assert files(tmp_path / "out") == expected  # each id once, in its sequence folder
+    ids = index_ids(tmp_path / "out")
+    assert sorted(ids) == sorted(expected)
+    # Metadata came in bulk: a tile, a few searches, and the images themselves.
+    assert _route(srv, "/cdn/") == len(expected)
+    assert res.stats.requests == srv.stats.requests  # every request the server saw is counted
+    assert res.requests_per_image is not None and res.requests_per_image <= 1.1
+    # A rerun reads nothing again: every tile is marked finished.
+    srv.stats.reset()
+    again = run_job(client, _spec(srv, BIG, tmp_path / "out"))
+    assert again.stats.tiles_reused == again.tiles and again.stats.reused == len(expected)
+    assert srv.stats.requests == 0
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_stores_nothing_twice(
+    srv: Any, client: Any, tmp_path: Path
+) -> None:
+    expected = truth(srv, BIG)
+    out = tmp_path / "out"
+    pids = client.run(os.getpid)  # {worker address: pid}
+    srv.stats.reset()
+    seen: list[int] = []
+    box: dict[str, Any] = {}
+
+    def job() -> None:
+        try:
+            box["res"] = run_job(client, _spec(srv, BIG, out), on_progress=seen.append)
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            box["error"] = e
+
+    th = threading.Thread(target=job)
+    th.start()
+    deadline = time.monotonic() + 120
+    while not seen or seen[-1] < len(expected) // 4:
+        assert th.is_alive(), box
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    busy = [addr for addr, keys in client.processing().items() if keys]
+    victim = pids[busy[0]] if busy else next(iter(pids.values()))
+    os.kill(victim, signal.SIGKILL)
+    th.join(timeout=300)
+    assert not th.is_alive() and "error" not in box, box
+    res = box["res"]
+    assert res.errors == [] and res.tiles_unfinished == 0
+    assert files(out) == expected
+    assert sorted(index_ids(out)) == sorted(expected)
+    # Re-downloaded at most what the killed worker had in flight, never a stored image.
+    assert len(expected) <= _route(srv, "/cdn/") <= len(expected) + 16
+    assert victim not in client.run(os.getpid).values()  # the kill did happen
+
+
+@pytest.mark.slow
+def test_shared_limiter_holds_the_servers_rate(srv: Any, client: Any, tmp_path: Path) -> None:
+    """Searches limited to 4/s for the whole cluster: the server sees no more, with 2 workers
+    both searching (each alone would allow itself 4/s)."""
+    limits = Limits(search_per_minute=240)
+    srv.stats.reset()
+    t0 = time.monotonic()
+    # Answers of at most 100 images: cells split, the job is bound by the search rate.
+    res = run_job(client, _spec(srv, BIG, tmp_path / "out", search_limit=100, limits=limits))
+    elapsed = time.monotonic() - t0
+    assert res.errors == [] and res.tiles_unfinished == 0
+    assert files(tmp_path / "out") == truth(srv, BIG)
+    searches = _route(srv, "/images")
+    assert searches >= 60
+    # The bank's guarantee: burst (4) + rate x (time + lease TTL).
+    assert searches <= 4 + 4.0 * (elapsed + LEASE_TTL)
+
+
+@pytest.mark.slow
+def test_shards_merged_equal_one_plain_run(srv: Any, tmp_path: Path) -> None:
+    expected = truth(srv, SMALL)
+    plain = run_shard(_spec(srv, SMALL, tmp_path / "plain", workers=1))
+    assert plain.stats.failures == [] and plain.tiles_unfinished == 0
+    parts = []
+    for k in (1, 2):
+        out = tmp_path / f"part{k}"
+        r = run_shard(_spec(srv, SMALL, out, workers=1), ShardSpec(k, 2))
+        assert r.stats.failures == [] and r.tiles_unfinished == 0
+        parts.append(out)
+    assert set(files(parts[0])).isdisjoint(files(parts[1]))
+    m = merge_outputs(parts, tmp_path / "merged")
+    assert m.failures == [] and m.duplicates == 0 and m.images == len(expected)
+    assert files(tmp_path / "merged") == files(tmp_path / "plain") == expected
+    assert sorted(index_ids(tmp_path / "merged")) == sorted(index_ids(tmp_path / "plain"))
+    same = LocalStore(tmp_path / "plain")
+    for ident, seq in expected.items():
+        rel = f"{seq}/{ident}.jpg"
+        assert (tmp_path / "merged" / rel).read_bytes() == same.read(rel)
