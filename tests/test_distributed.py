@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import threading
 import time
@@ -197,3 +198,49 @@ def test_shards_merged_equal_one_plain_run(srv: Any, tmp_path: Path) -> None:
     for ident, seq in expected.items():
         rel = f"{seq}/{ident}.jpg"
         assert (tmp_path / "merged" / rel).read_bytes() == same.read(rel)
+
+
+def test_a_bbox_search_answers_metadata_and_thumbnail_urls_at_once(srv: Any) -> None:
+    """What the tile engine relies on: one bbox search answers every image of the cell (up to
+    the limit) with the metadata fields and a working signed thumbnail URL."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    cell = (13.401, 52.501, 13.409, 52.509)
+    q = TileQuery(cell, size="256")
+    query = urllib.parse.urlencode(
+        {"bbox": ",".join(map(repr, cell)), "fields": ",".join(q.fields), "limit": 2000}
+    )
+    req = urllib.request.Request(
+        f"{srv.url}/images?{query}", headers={"Authorization": f"OAuth {srv.token}"}
+    )
+    with urllib.request.urlopen(req) as r:
+        data = json.load(r)["data"]
+    assert {d["id"] for d in data} == set(truth(srv, cell))
+    for d in data:
+        assert {"id", "sequence", "geometry", "captured_at", "creator", "is_pano"} <= set(d)
+        assert {"make", "model", "width", "height", "thumb_256_url"} <= set(d)
+    with urllib.request.urlopen(data[0]["thumb_256_url"]) as r:  # no token to the CDN
+        assert r.read(3) == b"\xff\xd8\xff"
+
+
+@pytest.mark.slow
+def test_gpx_on_the_cluster_equals_the_plain_download(
+    srv: Any, client: Any, tmp_path: Path
+) -> None:
+    from download_support import amly, bbox_arg
+
+    from amly.distributed.gpxjob import run_gpx_job
+
+    res = run_gpx_job(client, _spec(srv, SMALL, tmp_path / "dask"))
+    assert res.errors == [] and res.failures == [] and res.written == res.sequences > 3
+    amly(srv, tmp_path, "download", "gpx", "--bbox", bbox_arg(SMALL), "--out",
+         str(tmp_path / "plain"), "-q", check=True)  # fmt: skip
+    plain = {p.name: p.read_bytes() for p in (tmp_path / "plain").glob("*.gpx")}
+    dask = {p.name: p.read_bytes() for p in (tmp_path / "dask").glob("*.gpx")}
+    assert dask.keys() == plain.keys()
+    strip = re.compile(rb"<metadata>.*?</metadata>", re.S)  # creation time differs
+    assert all(strip.sub(b"", dask[k]) == strip.sub(b"", plain[k]) for k in plain)
+    again = run_gpx_job(client, _spec(srv, SMALL, tmp_path / "dask"))
+    assert again.written == 0 and again.existing == res.written

@@ -104,11 +104,7 @@ async def _run_groups(
 ) -> TileStats:
     store = LocalStore(spec.out)
     markers = TileMarkers(store, spec.query_key)
-    transport = Transport(
-        spec.endpoints, spec.token, concurrency=spec.concurrency + 8, limits=spec.limits
-    )
-    async with transport:
-        transport.limiters = shared_limiters(spec.limits, call, workers=spec.workers)  # type: ignore[assignment]
+    async with worker_transport(spec, call) as transport:
         return await run_tiles(
             transport,
             store,
@@ -120,24 +116,41 @@ async def _run_groups(
         )
 
 
+def scheduler_rpc(bank: str) -> tuple[Caller, Callable[..., Any]]:
+    """On a worker, inside a task: ``(call, rpc)``: ``call`` reaches the token bank ``bank``
+    (a :data:`Caller` for the shared limiters), ``rpc(op, kw)`` any ``amly_*`` handler. Both
+    are awaited on the task's own event loop; the round trip runs on the worker's."""
+    from distributed import get_worker
+
+    worker = get_worker()
+    loop = worker.loop.asyncio_loop  # type: ignore[attr-defined]
+
+    async def _rpc(op: str, kw: dict[str, Any]) -> Any:
+        return await getattr(worker.scheduler, f"amly_{op}")(**kw)
+
+    async def rpc(op: str, kw: dict[str, Any]) -> Any:
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_rpc(op, kw), loop))
+
+    async def call(op: str, **kw: Any) -> Any:
+        return await rpc(op, {"bank": bank, **kw})
+
+    return call, rpc
+
+
+def worker_transport(spec: JobSpec, call: Caller) -> Transport:
+    """A transport whose per-surface limiters draw on the shared bank (enter it first)."""
+    t = Transport(spec.endpoints, spec.token, concurrency=spec.concurrency + 8, limits=spec.limits)
+    t.limiters = shared_limiters(spec.limits, call, workers=spec.workers)  # type: ignore[assignment]
+    return t
+
+
 def _group_task(spec: JobSpec, tiles: list[Any]) -> dict[str, Any]:
     """A Dask task: one group's tiles, on a worker, against the scheduler's token bank.
 
     Returns the stats as a dict (amly's errors are reported, not raised: the driver decides;
     a worker dying raises on the driver's side instead)."""
-    from distributed import get_worker
-
-    worker = get_worker()
-    loop = worker.loop.asyncio_loop  # type: ignore[attr-defined]
-    bank, job = spec.bank, spec.job
-
-    async def rpc(op: str, kw: dict[str, Any]) -> Any:
-        return await getattr(worker.scheduler, f"amly_{op}")(**kw)
-
-    async def call(op: str, **kw: Any) -> Any:
-        fut = asyncio.run_coroutine_threadsafe(rpc(op, {"bank": bank, **kw}), loop)
-        return await asyncio.wrap_future(fut)
-
+    call, rpc = scheduler_rpc(spec.bank)
+    job = spec.job
     counts: dict[str, int] = {}
     sent: dict[str, int] = {}
 
@@ -148,10 +161,7 @@ def _group_task(spec: JobSpec, tiles: list[Any]) -> dict[str, Any]:
         news = {k: v for k, v in counts.items() if sent.get(k) != v}
         if news:
             sent.update(news)
-            fut = asyncio.run_coroutine_threadsafe(
-                rpc("progress", {"job": job, "counts": news}), loop
-            )
-            await asyncio.wrap_future(fut)
+            await rpc("progress", {"job": job, "counts": news})
 
     async def main() -> TileStats:
         async def report() -> None:
@@ -244,6 +254,66 @@ def _write_index(spec: JobSpec, groups: Iterable[TileGroup], result: JobResult) 
     result.index = str(path)
 
 
+def run_tasks(
+    client: Any,
+    prefix: str,
+    tasks: Iterator[tuple[str, Callable[..., Any], tuple[Any, ...]]],
+    done: Callable[[str, Any], None],
+    result: JobResult,
+    workers: int,
+    poll: Callable[[], None] | None = None,
+) -> None:
+    """Run ``(name, fn, args)`` tasks on the cluster, at most two per worker submitted at a
+    time (a country's groups are never all in memory), each under a stable key. A task whose
+    worker died is submitted again (up to :data:`RESUBMITS` times); ``done(name, value)`` is
+    told of each result; ``poll()`` is called between waits."""
+    from distributed import wait
+
+    window = max(2, 2 * workers)
+    running: dict[Any, tuple[str, Callable[..., Any], tuple[Any, ...], int]] = {}
+
+    def submit(name: str, fn: Callable[..., Any], args: tuple[Any, ...], attempt: int) -> None:
+        key = f"{prefix}-{name.replace('/', '-')}-{attempt}"
+        running[client.submit(fn, *args, key=key, pure=False)] = (name, fn, args, attempt)
+
+    def top_up() -> None:
+        while len(running) < window:
+            item = next(tasks, None)
+            if item is None:
+                return
+            submit(*item, 0)
+
+    top_up()
+    while running:
+        try:
+            finished, _ = wait(list(running), timeout=PROGRESS_EVERY, return_when="FIRST_COMPLETED")
+        except TimeoutError:
+            finished = set()
+        for fut in finished:
+            name, fn, args, attempt = running.pop(fut)
+            try:
+                value = fut.result()
+            except Exception as e:  # a worker died (KilledWorker) or the comm broke
+                if attempt < RESUBMITS:
+                    result.resubmitted += 1
+                    submit(name, fn, args, attempt + 1)
+                else:
+                    result.errors.append(f"task {name}: {type(e).__name__}: {e}")
+                continue
+            finally:
+                fut.release()
+            done(name, value)
+        top_up()
+        if poll is not None:
+            poll()
+
+
+def prepare(client: Any, spec: JobSpec) -> None:
+    """Install the scheduler plugin (once per scheduler) and open the job's token bank."""
+    client.register_plugin(LimiterPlugin(), name=PLUGIN_NAME)
+    client.run_on_scheduler(_open_bank, key=spec.bank, spec=bank_spec(spec.limits))
+
+
 def run_job(
     client: Any,
     spec: JobSpec,
@@ -254,13 +324,10 @@ def run_job(
     """Download the query's groups (``shard``'s share, if given) on the cluster behind
     ``client``; write ``index.geojson`` from the tile markers. Groups are submitted a few per
     worker at a time, so a country's tens of thousands of groups never sit in memory."""
-    from distributed import wait
-
     t0 = time.monotonic()
     result = JobResult()
     Path(spec.out).mkdir(parents=True, exist_ok=True)
-    client.register_plugin(LimiterPlugin(), name=PLUGIN_NAME)
-    client.run_on_scheduler(_open_bank, key=spec.bank, spec=bank_spec(spec.limits))
+    prepare(client, spec)
     client.run_on_scheduler(_forget_progress, job=spec.job)
 
     def groups() -> Iterator[TileGroup]:
@@ -268,53 +335,28 @@ def run_job(
             if shard is None or shard.owns(g.group):
                 yield g
 
-    window = max(2, 2 * spec.workers)
-    pending = groups()
-    running: dict[Any, tuple[TileGroup, int]] = {}
-
-    def submit(g: TileGroup, attempt: int) -> None:
-        key = f"amly-{spec.query_key}-{g.key.replace('/', '-')}-{attempt}"
-        fut = client.submit(_group_task, spec, [list(t) for t in g.tiles], key=key, pure=False)
-        running[fut] = (g, attempt)
-
-    def top_up() -> None:
-        while len(running) < window:
-            g = next(pending, None)
-            if g is None:
-                return
+    def tasks() -> Iterator[tuple[str, Any, tuple[Any, ...]]]:
+        for g in groups():
             result.groups += 1
-            submit(g, 0)
+            yield g.key, _group_task, (spec, [list(t) for t in g.tiles])
 
-    top_up()
+    def done(_name: str, out: dict[str, Any]) -> None:
+        if "error" in out:
+            result.errors.append(f"group {_name}: {out['error']}")
+        else:
+            result.stats.add(_stats(out["stats"]))
+
     last = -1
-    while running:
-        try:
-            done, _ = wait(list(running), timeout=PROGRESS_EVERY, return_when="FIRST_COMPLETED")
-        except TimeoutError:
-            done = set()
-        for fut in done:
-            g, attempt = running.pop(fut)
-            try:
-                out = fut.result()
-            except Exception as e:  # a worker died (KilledWorker) or the comm broke
-                if attempt < RESUBMITS:
-                    result.resubmitted += 1
-                    submit(g, attempt + 1)
-                else:
-                    result.errors.append(f"group {g.key}: {type(e).__name__}: {e}")
-                continue
-            finally:
-                fut.release()
-            if "error" in out:
-                result.errors.append(f"group {g.key}: {out['error']}")
-            else:
-                result.stats.add(_stats(out["stats"]))
-        top_up()
+
+    def poll() -> None:
+        nonlocal last
         if on_progress is not None:
             n = client.run_on_scheduler(_progress, job=spec.job)
             if n != last:
                 on_progress(n)
                 last = n
+
+    run_tasks(client, f"amly-{spec.query_key}", tasks(), done, result, spec.workers, poll)
     client.run_on_scheduler(_forget_progress, job=spec.job)
     _write_index(spec, groups(), result)
     result.seconds = time.monotonic() - t0
