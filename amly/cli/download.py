@@ -12,16 +12,21 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..api._http import Transport
-from ..api._limits import Limits
-from ..api.auth import resolve_token
-from ..api.download import download_gpx, download_images, normalize_size
-from ..api.search import SEARCH_LIMIT, Filters, check_bbox, plan_size
-from ..config import Endpoints, Secret
+from ..distributed import cli as distributed_cli
 from ..errors import UsageError
-from ._common import Progress, Summary, add_output_options, run_async
+from ..net import Limits
+from ..services.mapillary import SEARCH_LIMIT, Filters, check_bbox, normalize_size, plan_size
+from ._common import (
+    Progress,
+    Summary,
+    run_async,
+)
+from ._options import add_network_options, add_output_options, client_from_args
+
+if TYPE_CHECKING:
+    from ..services.mapillary import DownloadResult, GpxResult
 
 IMAGES_DOC = """Download every image in a box: OUT/<sequence id>/<image id>.jpg with EXIF
 (GPS position and altitude, capture time, direction, make/model) and OUT/index.geojson.
@@ -92,24 +97,12 @@ def parse_limits(text: str | None) -> Limits:
     return limits
 
 
-def _token(args: argparse.Namespace, endpoints: Endpoints) -> Secret:
-    """``--token``, else what every verb uses (environment, ``amly auth`` profile, login)."""
-    if args.token:
-        return Secret(args.token)
-    return resolve_token(args.profile, endpoints=endpoints)
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bbox", required=True, metavar="W,S,E,N", help="box in degrees")
     p.add_argument("--out", default="mapillary_download", metavar="DIR", help="output folder")
     p.add_argument("--max-results", type=int, metavar="N", help="stop after N results")
     p.add_argument("--user", metavar="NAME", help="only this creator's images")
-    p.add_argument("--endpoint", metavar="URL", help="an amly server base URL")
-    p.add_argument("--token", metavar="TOKEN", help="access token (default: environment)")
-    p.add_argument("--profile", metavar="NAME", help="the 'amly auth' profile to use")
-    p.add_argument(
-        "--concurrency", type=int, default=64, metavar="N", help="transfers in flight (64)"
-    )
+    add_network_options(p, concurrency=64)
     p.add_argument(
         "--method",
         choices=("tiles", "search"),
@@ -157,11 +150,15 @@ def register(subparsers: Any) -> None:
     )
     pano.add_argument("--no-pano", dest="pano", action="store_false", help="exclude panoramas")
     pi.add_argument("--organization-id", metavar="ID", help="only this organization's images")
+    distributed_cli.add_options(pi)
     pi.set_defaults(func=run_images)
 
     pg = sub.add_parser("gpx", help="one GPX file per sequence found in the box")
     _common(pg)
+    distributed_cli.add_options(pg, shard=False)
     pg.set_defaults(func=run_gpx)
+
+    distributed_cli.register_merge(sub)
 
 
 def _warn_if_huge(args: argparse.Namespace, bbox: tuple[float, float, float, float]) -> None:
@@ -176,18 +173,6 @@ def _warn_if_huge(args: argparse.Namespace, bbox: tuple[float, float, float, flo
             "tiles and images are not fetched again",
             file=sys.stderr,
         )
-
-
-def _transport(args: argparse.Namespace) -> Transport:
-    if args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
-    endpoints = Endpoints.from_env(args.endpoint)
-    return Transport(
-        endpoints,
-        _token(args, endpoints),
-        concurrency=max(8, args.concurrency + 8),
-        limits=parse_limits(args.rate_limits),
-    )
 
 
 def run_images(args: argparse.Namespace) -> int:
@@ -207,21 +192,24 @@ def run_images(args: argparse.Namespace) -> int:
     if filters.start and filters.end and filters.start > filters.end:
         raise UsageError("--start is after --end")
     _warn_if_huge(args, bbox)
-    transport = _transport(args)
+    client = client_from_args(args, limits=parse_limits(args.rate_limits), journal=False)
     summary = Summary("download images")
     progress = Progress("download", args.max_results, enabled=not args.no_progress)
+    if distributed_cli.wanted(args):
+        return distributed_cli.run_images(
+            args, bbox=bbox, size=size, filters=filters, client=client,
+            limits=parse_limits(args.rate_limits), summary=summary, progress=progress,
+        )  # fmt: skip
 
-    async def main() -> Any:
-        async with transport:
-            return await download_images(
-                transport,
+    async def main() -> DownloadResult:
+        async with client:
+            return await client.download_images(
                 bbox,
                 args.out,
                 size=size,
                 filters=filters,
                 method=args.method,
                 max_results=args.max_results,
-                concurrency=args.concurrency,
                 search_limit=args.search_limit,
                 on_image=lambda _i, _s: progress.update(),
             )
@@ -235,12 +223,18 @@ def run_images(args: argparse.Namespace) -> int:
     for f in res.failures:
         summary.fail(f["error"], path=f["file"], kind=f["type"])
     rep = res.report
+    # Every request of the run (the token check, tiles, searches, entities, the images,
+    # retries) per image stored: the rate limits per token are the ceiling at scale.
+    requests = client.transport.stats["requests"]
+    images = res.downloaded + res.reused
     summary.info.update(
         out=args.out,
         index=res.index,
         bytes=res.bytes,
         urls_resolved_again=res.resolves,
         query_changed=res.query_changed,
+        requests=requests,
+        requests_per_image=round(requests / images, 4) if images else None,
         enumeration={
             "method": args.method,
             "tiles": rep.tiles,
@@ -251,6 +245,7 @@ def run_images(args: argparse.Namespace) -> int:
             "candidates": rep.candidates,
             "duplicates": rep.duplicates,
             "truncated_cells": len(rep.truncated),
+            "entity_lookups": res.lookups,
         },
     )
     if rep.truncated:
@@ -274,19 +269,17 @@ def run_gpx(args: argparse.Namespace) -> int:
     bbox = parse_bbox(args.bbox)
     if args.max_results is not None and args.max_results < 0:
         raise UsageError("--max-results must be >= 0")
-    transport = _transport(args)
+    client = client_from_args(args, limits=parse_limits(args.rate_limits), journal=False)
     summary = Summary("download gpx")
+    if distributed_cli.wanted(args):
+        return distributed_cli.run_gpx(
+            args, bbox=bbox, client=client, limits=parse_limits(args.rate_limits), summary=summary
+        )
 
-    async def main() -> Any:
-        async with transport:
-            return await download_gpx(
-                transport,
-                bbox,
-                args.out,
-                username=args.user,
-                max_results=args.max_results,
-                concurrency=min(args.concurrency, 16),
-                method=args.method,
+    async def main() -> GpxResult:
+        async with client:
+            return await client.download_gpx(
+                bbox, args.out, username=args.user, max_results=args.max_results, method=args.method
             )
 
     res = run_async(main())

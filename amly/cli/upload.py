@@ -8,20 +8,31 @@ changed: each image's description is embedded in the bytes sent). The journal
 (``--journal``) remembers uploaded images and finished sequences: a rerun skips them, and an
 interrupted run resumes without re-sending what the server already has.
 
-The token comes from MAPILLARY_ACCESS_TOKEN, else the profile saved by ``amly auth``.
+The token comes from --token, else MAPILLARY_ACCESS_TOKEN, else the profile saved by
+``amly auth``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from ._common import Progress, Summary, add_output_options, add_timezone_option, run_async
+from ._common import Progress, Summary, run_async
+from ._options import (
+    add_network_options,
+    add_output_options,
+    add_process_options,
+    add_timezone_option,
+    client_from_args,
+    options_from_args,
+)
+
+if TYPE_CHECKING:
+    from ..pipeline import Options
+    from ..services import UploadProgress, UploadResult
 
 EPILOG = """\
 examples:
@@ -50,21 +61,11 @@ exit codes: as 'amly upload'
 
 
 def _upload_options(p: argparse.ArgumentParser) -> None:
-    from ..api.upload import DEFAULT_CONCURRENCY
+    from ..services.upload import DEFAULT_CONCURRENCY
 
+    add_network_options(p, concurrency=DEFAULT_CONCURRENCY, what="images (all sequences together)")
     g = p.add_argument_group("upload")
-    g.add_argument(
-        "--concurrency",
-        type=int,
-        default=DEFAULT_CONCURRENCY,
-        metavar="N",
-        help=f"images in flight at once, all sequences together [{DEFAULT_CONCURRENCY}]",
-    )
     g.add_argument("--organization-id", metavar="ID", help="upload into this organization")
-    g.add_argument(
-        "--endpoint", metavar="URL", help="an amly server base URL [MAPILLARY_* variables]"
-    )
-    g.add_argument("--profile", metavar="NAME", help="the 'amly auth' profile to use")
     g.add_argument("--journal", metavar="PATH", help="resume journal [DATA_DIR/journal.sqlite3]")
     g.add_argument(
         "--reupload",
@@ -77,7 +78,6 @@ def _upload_options(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .process import add_process_options
 
     p = subparsers.add_parser(
         "upload",
@@ -114,8 +114,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
     if args.organization_id is not None and not str(args.organization_id).isdigit():
         raise UsageError("--organization-id must be numeric")
 
@@ -125,69 +123,50 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import Options
 
     _check(args)
-    try:
-        tz = parse_timezone(args.timezone)
-    except (ValueError, KeyError) as e:
-        raise UsageError(f"unknown time zone {args.timezone!r}: {e}") from None
-    return _run(args, args.paths, Options(tz=tz))
+    tz = parse_timezone(args.timezone)  # a bad zone is a UsageError already
+    # Folders without a description file are processed in memory with these options.
+    return _run(args, args.paths, Options(tz=tz, recursive=args.subfolders), reprocess=False)
 
 
 def run_process_and_upload(args: argparse.Namespace) -> int:
-    from .process import options_from_args
-
     _check(args)
     for t in args.trees:
         if not os.path.isdir(t):
             raise UsageError(f"no such folder: {t}")
-    options = options_from_args(args)
-    return _run(args, None, options, trees=args.trees)
+    return _run(args, args.trees, options_from_args(args), reprocess=True)
 
 
-def _run(
-    args: argparse.Namespace,
-    paths: list[str] | None,
-    options: Any,
-    *,
-    trees: list[str] | None = None,
-) -> int:
-    from ..api.client import Client
-
-    summary = Summary("upload" if trees is None else "process-and-upload")
+def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reprocess: bool) -> int:
+    """One road for both verbs: :meth:`amly.Client.upload`."""
+    summary = Summary("process-and-upload" if reprocess else "upload")
     progress = Progress("upload", None, enabled=not (args.no_progress or args.quiet))
     done = {"images": 0}
 
-    def on_progress(p: Any) -> None:
+    def on_progress(p: UploadProgress) -> None:
         progress.total = p.images_total
         progress.label = f"upload {p.bytes_done / 1e6:,.1f} MB"
         progress.update(p.images_done - done["images"])
         done["images"] = p.images_done
 
-    async def main() -> Any:
-        async with Client(
-            args.endpoint,
-            profile=args.profile,
-            concurrency=args.concurrency,
-            journal=args.journal,
-        ) as client:
-            if trees is None:
-                assert paths is not None
-                items: Any = paths
-            else:
-                items = _processed(trees, options, summary)
+    async def main() -> UploadResult:
+        async with client_from_args(args, journal=args.journal) as client:
             return await client.upload(
-                items,
+                paths,
+                process=process,
+                reprocess=reprocess,
                 organization_id=args.organization_id,
                 subfolders=getattr(args, "subfolders", False),
                 reupload=args.reupload,
                 dry_run=args.dry_run,
                 progress=on_progress,
-                process_options=options,
             )
 
     try:
         result = run_async(main())
     finally:
         progress.close()
+    if reprocess:
+        summary.count("processed", result.processed)
     _summarise(summary, result, args.dry_run)
     if not summary.counts.get("images") and not summary.failures and not args.quiet:
         hint = (
@@ -197,30 +176,7 @@ def _run(
     return summary.emit(args)
 
 
-async def _processed(trees: list[str], options: Any, summary: Summary) -> AsyncIterator[Any]:
-    """Sequences from the process pool, drained from its queue as folders finish."""
-    from .. import pipeline
-    from ..errors import DuplicateError
-
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
-    report = pipeline.Report()
-    producer = asyncio.create_task(pipeline.produce(trees, options, queue, report=report))
-    try:
-        while (seq := await queue.get()) is not None:
-            yield seq
-        await producer
-    finally:
-        if not producer.done():
-            producer.cancel()
-    summary.count("processed", report.images)
-    for e in report.errors:
-        if isinstance(e, DuplicateError):
-            summary.count("duplicates")
-        else:
-            summary.fail(e)
-
-
-def _summarise(summary: Summary, result: Any, dry_run: bool) -> None:
+def _summarise(summary: Summary, result: UploadResult, dry_run: bool) -> None:
     sequences = []
     for s in result.sequences:
         sequences.append(

@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..api._limits import Limits
 from ..config import Endpoints, Secret
+
+if TYPE_CHECKING:
+    from ..client import Client
 from ..errors import UsageError
+from ..net import Limits
 from .shard import ShardSpec
 
 __all__ = ["add_options", "register_merge", "run_images", "wanted"]
 
 
-def add_options(p: argparse.ArgumentParser) -> None:
-    """``--dask SCHEDULER`` and ``--shard K/N``."""
+def add_options(p: argparse.ArgumentParser, *, shard: bool = True) -> None:
+    """``--dask SCHEDULER`` and (with ``shard``) ``--shard K/N``."""
     g = p.add_argument_group("beyond one machine")
     g.add_argument(
         "--dask",
@@ -25,6 +28,8 @@ def add_options(p: argparse.ArgumentParser) -> None:
         "tcp://HOST:8786 (a running scheduler; the workers need amly[dask] and --out at the "
         "same path). The rate limits hold for the whole cluster",
     )
+    if not shard:
+        return
     g.add_argument(
         "--shard",
         metavar="K/N",
@@ -36,6 +41,19 @@ def add_options(p: argparse.ArgumentParser) -> None:
 
 def wanted(args: argparse.Namespace) -> bool:
     return bool(getattr(args, "dask", None) or getattr(args, "shard", None))
+
+
+def _checked(client: Client) -> tuple[Endpoints, Secret]:
+    """The endpoints and the token, resolved and checked once here (``GET /me``) before any
+    worker starts: a bad token fails the job at once, not on every worker."""
+    from ..cli._common import run_async
+
+    async def main() -> Secret:
+        async with client:
+            await client.me()
+            return await client.token()
+
+    return client.endpoints, run_async(main())
 
 
 def _shared_limits(limits: Limits, n: int) -> Limits:
@@ -59,8 +77,7 @@ def run_images(
     bbox: tuple[float, float, float, float],
     size: str,
     filters: Any,
-    endpoints: Endpoints,
-    token: Secret,
+    client: Client,
     limits: Limits,
     summary: Any,
     progress: Any,
@@ -68,6 +85,8 @@ def run_images(
     """``amly download images`` with ``--dask`` and/or ``--shard``."""
     from .cluster import JobSpec, connect, run_job, run_shard
     from .tilejob import TileQuery
+
+    endpoints, token = _checked(client)
 
     if args.max_results is not None:
         raise UsageError("--max-results cannot be combined with --dask or --shard")
@@ -82,15 +101,15 @@ def run_images(
         progress.update(n - progress.done)
 
     if args.dask:
-        client, cluster = connect(args.dask)
+        dask, cluster = connect(args.dask)
         try:
-            workers = max(1, len(client.scheduler_info().get("workers", {})))
+            workers = max(1, len(dask.scheduler_info().get("workers", {})))
             spec = JobSpec(
                 endpoints, token, query, args.out, limits, args.concurrency, workers=workers
             )
-            res = run_job(client, spec, shard=shard, on_progress=on_progress)
+            res = run_job(dask, spec, shard=shard, on_progress=on_progress)
         finally:
-            client.close()
+            dask.close()
             if cluster is not None:
                 cluster.close()
     else:
@@ -98,6 +117,8 @@ def run_images(
         res = run_shard(spec, shard, on_progress=on_progress)
     progress.close()
     st = res.stats
+    # Every request: the workers' and the token check made here.
+    requests = st.requests + client.transport.stats["requests"]
     summary.count("downloaded", st.downloaded)
     summary.count("reused", st.reused)
     for f in st.failures:
@@ -115,8 +136,8 @@ def run_images(
         index=res.index,
         bytes=st.bytes,
         urls_resolved_again=st.resolves,
-        requests=st.requests,
-        requests_per_image=res.requests_per_image,
+        requests=requests,
+        requests_per_image=round(requests / st.images, 4) if st.images else None,
         distributed={
             "dask": args.dask,
             "shard": str(shard) if shard else None,
@@ -138,7 +159,7 @@ def run_images(
 
 def register_merge(sub: Any) -> None:
     """``amly download merge DIR... --out DIR``."""
-    from ..cli._common import add_output_options
+    from ..cli._options import add_output_options
 
     p = sub.add_parser(
         "merge",
@@ -167,4 +188,46 @@ def run_merge(args: argparse.Namespace) -> int:
     for f in res.failures:
         summary.fail(f["error"], path=f["file"], kind=f["type"])
     summary.info.update(out=args.out, index=res.index, inputs=res.inputs)
+    return int(summary.emit(args))
+
+
+def run_gpx(
+    args: argparse.Namespace,
+    *,
+    bbox: tuple[float, float, float, float],
+    client: Client,
+    limits: Limits,
+    summary: Any,
+) -> int:
+    """``amly download gpx --dask``."""
+    from ..services.mapillary import Filters
+    from .cluster import JobSpec, connect
+    from .gpxjob import run_gpx_job
+    from .tilejob import TileQuery
+
+    if args.max_results is not None:
+        raise UsageError("--max-results cannot be combined with --dask")
+    if args.method != "tiles":
+        raise UsageError("--dask enumerates by tiles: drop --method search")
+    endpoints, token = _checked(client)
+    dask, cluster = connect(args.dask)
+    try:
+        workers = max(1, len(dask.scheduler_info().get("workers", {})))
+        query = TileQuery(bbox, Filters(username=args.user))
+        spec = JobSpec(endpoints, token, query, args.out, limits, args.concurrency, workers=workers)
+        res = run_gpx_job(dask, spec)
+    finally:
+        dask.close()
+        if cluster is not None:
+            cluster.close()
+    summary.count("tracks", res.written)
+    if res.existing:
+        summary.count("tracks already there", res.existing)
+    if res.skipped_user:
+        summary.count("other users' sequences", res.skipped_user)
+    for f in res.failures:
+        summary.fail(f["error"], path=f["file"], kind=f["type"])
+    for e in res.errors:
+        summary.fail(e, path=args.out, kind="WorkerError")
+    summary.info.update(out=args.out, sequences=res.sequences, dask=args.dask)
     return int(summary.emit(args))

@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_write
-from ..api._http import Transport
-from ..api._limits import Limits
 from ..config import Endpoints, Secret
 from ..errors import AmlyError, APIError, UsageError
+from ..net import Limits, Transport
 from .limiter import (
     PLUGIN_NAME,
     Caller,
@@ -194,6 +193,9 @@ def connect(scheduler: str) -> tuple[Any, Any]:
         from distributed import Client, LocalCluster
     except ImportError:
         raise UsageError("--dask needs Dask distributed", hint="pip install 'amly[dask]'") from None
+    if not log.isEnabledFor(logging.DEBUG):
+        # The scheduler of a LocalCluster runs in this process: its INFO lines are not ours.
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     if scheduler.startswith("local:"):
         try:
             n = int(scheduler.removeprefix("local:"))

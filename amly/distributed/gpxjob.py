@@ -4,7 +4,7 @@ Two rounds of keyed tasks. First, tile groups: each task reads its tiles' ``imag
 returns the ids of the sequences with images in the box (ids only: small). The driver drops
 the repeats (a sequence crosses many tiles) and, second, hands the sequences out in batches:
 each task builds its sequences' tracks from their images (one search per sequence, see
-:func:`amly.api.download.sequence_entities`) and writes ``OUT/<sequence id>.gpx``
+:func:`amly.services.mapillary.download.sequence_entities`) and writes ``OUT/<sequence id>.gpx``
 atomically. A track already written is not built again, so a killed worker's batch re-runs
 cheaply and a rerun of the whole job resumes.
 """
@@ -19,15 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from .._atomic import atomic_write
-from ..api.download import _points, sequence_entities
-from ..api.search import (
-    UnsafeId,
-    check_sequence_id,
-    decode_image_tile,
-    fetch_tile,
-)
 from ..errors import AmlyError, APIError
 from ..geo import tile_bounds
+from ..services.mapillary.download import _points, sequence_entities
+from ..services.mapillary.query import UnsafeId, check_sequence_id
+from ..services.mapillary.tiles import decode_image_tile, fetch_tile
 from .cluster import JobResult, JobSpec, prepare, run_tasks, scheduler_rpc, worker_transport
 from .shard import tile_groups
 

@@ -12,7 +12,7 @@ burst. Over any window of T seconds the whole cluster sends at most
 A 429 on one worker pauses the surface everywhere: the worker pauses locally and tells the
 bank, whose next lease answers carry the pause to the others.
 
-:class:`SharedRateLimiter` has :class:`amly.api._limits.RateLimiter`'s interface (``await
+:class:`SharedRateLimiter` has :class:`amly.net.RateLimiter`'s interface (``await
 acquire()``, ``pause(seconds)``), so a transport's per-surface limiters can be swapped for
 shared ones without the transport knowing.
 
@@ -40,7 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from ..api._limits import Limits
+from ..net import Limits
 
 __all__ = [
     "LEASE_TTL",

@@ -1,30 +1,13 @@
-"""One tile's images, downloaded with about one request per image.
+"""One tile's images, downloaded with about one request per image, by the tile that owns them.
 
-For a z14 tile the engine makes (see :func:`tile_entities`):
-
-1. one vector-tile request: the tile's ``image`` layer lists every image id (no cap);
-2. a few ``/images?bbox=`` searches over the part of the tile where those images are (cells
-   under 0.01 degrees a side), asking for the metadata *and* the thumbnail URL: one answer
-   describes up to 2,000 images. A full answer is truncated (no pagination for bbox
-   searches): its cell is split in four, and only quarters holding images the answers
-   have not described yet are asked again;
-3. one entity request per image that no answer described (a cell still full at the minimum
-   size, or an image the search did not return);
-4. the image itself.
-
-What this relies on (docs/mapillary-api.md): bbox searches take ``fields`` including
-``thumb_*_url`` and return them in the same answer; an answer with fewer than ``limit``
-results holds every matching image of its box; answers never page (except with
-``creator_username``, whose ``paging.next`` is followed). It does not rely on whether box
-edges are inclusive (cells overlap by ~1 cm), nor on the search finding an image at the
-position the tile shows it: the tile's id list decides which images there are, a search only
-saves their entity requests, and an image no answer described is looked up. The one
-exception: with a creator filter (which tiles cannot evaluate), an image inside answered,
-complete cells that the filtered search did not return is taken as another creator's.
+For a z14 tile: one vector-tile request (the ``image`` layer lists every image id, no cap);
+a few bbox searches that describe those images, thumbnail URLs included
+(:func:`amly.services.mapillary.bulk.describe`); an entity request only for an image no
+answer described; then the images themselves.
 
 Each image is *owned* by the z14 tile of its exact position, so tiles processed by different
-workers never store the same image twice; :class:`~amly.distributed.markers.TileMarkers`
-records finished tiles.
+workers never store the same image twice, even where a tile's buffer shows a neighbour's
+images; :class:`~amly.distributed.markers.TileMarkers` records finished tiles.
 """
 
 from __future__ import annotations
@@ -35,40 +18,30 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from ..api._http import Transport
-from ..api.download import ENTITY_FIELDS, feature, thumb_field
-from ..api.search import (
-    MAX_CELL,
+from ..errors import APIError, AuthError, MetadataError
+from ..geo import tile, tile_bounds
+from ..net import Transport
+from ..net.transport import read_bytes
+from ..services.mapillary.bulk import describe
+from ..services.mapillary.download import ENTITY_FIELDS, feature, thumb_field
+from ..services.mapillary.query import (
     SEARCH_LIMIT,
     Filters,
     SearchReport,
     UnsafeId,
     accept_entity,
     check_image_id,
-    decode_image_tile,
     fetch_entity,
-    fetch_tile,
-    next_page,
-    page_data,
 )
-from ..errors import APIError, AuthError, MetadataError
-from ..geo import quarter, split_bbox, tile, tile_bounds
+from ..services.mapillary.tiles import decode_image_tile, fetch_tile
 from ..types import BBox
 from .markers import OutputStore, TileMarkers
 from .shard import Tile, tile_key
 
 __all__ = ["TileQuery", "TileStats", "run_tiles", "tile_entities"]
 
-#: Search cells around the tile's images reach this far (degrees, ~10 m) beyond them.
-SEARCH_MARGIN = 1e-4
-#: Neighbouring cells overlap by this much, whatever the server's edge semantics.
-CELL_OVERLAP = 1e-7
-#: A full cell is split in four down to this side; below, missing images are looked up.
-MIN_SPLIT = 0.0005
 #: Re-resolutions of an expired signed URL before the image counts as failed.
 MAX_RESOLVES = 3
-#: Fields an answer must hold for the image to need no entity request.
-_REQUIRED = ("id", "sequence", "geometry", "captured_at")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,34 +97,9 @@ class TileStats:
         return self.downloaded + self.reused
 
 
-def _in(lon: float, lat: float, cell: BBox, margin: float = 0.0) -> bool:
-    w, s, e, n = cell
+def _near(lon: float, lat: float, box: BBox, margin: float) -> bool:
+    w, s, e, n = box
     return w - margin <= lon <= e + margin and s - margin <= lat <= n + margin
-
-
-async def _search(
-    transport: Transport, cell: BBox, q: TileQuery, stats: TileStats
-) -> tuple[list[Any], bool]:
-    """One cell's answer (pages followed) and whether it was full (truncated)."""
-    w, s, e, n = cell
-    o = CELL_OVERLAP
-    params = q.filters.search_params()
-    params.update(
-        bbox=f"{w - o!r},{s - o!r},{e + o!r},{n + o!r}",
-        fields=",".join(sorted(set(q.fields))),
-        limit=str(q.search_limit),
-    )
-    answer = await transport.graph_get("images", params, surface="search")
-    stats.searches += 1
-    data = page_data(answer)
-    nxt = next_page(answer)
-    paged = nxt is not None
-    while nxt is not None:
-        page = await transport.request("GET", nxt, surface="search")
-        stats.searches += 1
-        data += page_data(page)
-        nxt = next_page(page)
-    return data, len(data) >= q.search_limit and not paged
 
 
 async def tile_entities(
@@ -170,7 +118,7 @@ async def tile_entities(
     unit = max(te - tw, tn - ts) / 4096
     cands: dict[str, tuple[float, float]] = {}
     for props, lon, lat, _edge in decode_image_tile(data, x, y, z):
-        if not _in(lon, lat, q.bbox, 4 * unit) or not q.filters.matches(props, partial=True):
+        if not _near(lon, lat, q.bbox, 4 * unit) or not q.filters.matches(props, partial=True):
             continue
         org = q.filters.organization_id
         if org and str(props.get("organization_id")) != str(org):
@@ -181,37 +129,12 @@ async def tile_entities(
             report.reject(props.get("id"), str(e))
     if not cands:
         return []
-    margin = max(2 * unit, SEARCH_MARGIN)
-    lons = [p[0] for p in cands.values()]
-    lats = [p[1] for p in cands.values()]
-    area = (min(lons) - margin, min(lats) - margin, max(lons) + margin, max(lats) + margin)
-
-    def holds(cell: BBox, pending: bool) -> bool:
-        return any(
-            _in(lon, lat, cell, margin) and (not pending or i not in found)
-            for i, (lon, lat) in cands.items()
-        )
-
-    found: dict[str, dict[str, Any]] = {}
-    complete: list[BBox] = []
-    work = [c for c in split_bbox(area, MAX_CELL) if holds(c, False)]
-    while work:
-        answers = await asyncio.gather(*(_search(transport, c, q, stats) for c in work))
-        more: list[BBox] = []
-        for cell, (items, full) in zip(work, answers, strict=True):
-            for ent in items:
-                if isinstance(ent, dict) and str(ent.get("id")) in cands:
-                    found.setdefault(str(ent["id"]), ent)
-            if not full:
-                complete.append(cell)
-            elif max(cell[2] - cell[0], cell[3] - cell[1]) > MIN_SPLIT:
-                stats.splits += 1
-                more += [c for c in quarter(cell) if holds(c, True)]
-        work = more
-
-    def covered(lon: float, lat: float) -> bool:
-        corners = [(lon + dx, lat + dy) for dx in (-margin, margin) for dy in (-margin, margin)]
-        return all(any(_in(cx, cy, c) for c in complete) for cx, cy in corners)
+    searches, splits = report.searches, report.splits
+    answer = await describe(
+        transport, cands, q.filters, q.fields, report, margin=2 * unit, limit=q.search_limit
+    )
+    stats.searches += report.searches - searches
+    stats.splits += report.splits - splits
 
     async def lookup(ident: str) -> dict[str, Any] | None:
         stats.lookups += 1
@@ -226,10 +149,10 @@ async def tile_entities(
     described: list[dict[str, Any]] = []
     missing: list[str] = []
     for ident, (lon, lat) in cands.items():
-        ent = found.get(ident)
-        if ent is not None and all(k in ent for k in _REQUIRED) and q.field in ent:
+        ent = answer.entity(ident, q.field)
+        if ent is not None:
             described.append(ent)
-        elif ent is None and q.filters.username and covered(lon, lat):
+        elif ident not in answer.found and q.filters.username and answer.complete_at(lon, lat):
             continue  # another creator's: the filtered, complete answers left it out
         else:
             missing.append(ident)
@@ -261,10 +184,6 @@ def _heading(ent: dict[str, Any]) -> float | None:
     return None
 
 
-async def _read_bytes(resp: Any) -> bytes:
-    return bytes(await resp.read())
-
-
 async def _store_image(
     transport: Transport,
     store: OutputStore,
@@ -289,7 +208,7 @@ async def _store_image(
                 raise APIError(f"no {q.field} for image {ident}", status=404)
             try:
                 raw = await transport.request(
-                    "GET", url, surface="download", auth=False, read=_read_bytes
+                    "GET", url, surface="download", auth=False, read=read_bytes
                 )
                 break
             except AuthError:
