@@ -19,16 +19,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .._atomic import atomic_write
 from ..config import Endpoints, Secret
 from ..errors import AmlyError, APIError, UsageError
 from ..net import Limits, Transport
+from ..services.mapillary.download import INDEX_FILE, geojson_chunks
+from ..storage import open_sink
 from .limiter import (
     PLUGIN_NAME,
     Caller,
@@ -39,7 +41,7 @@ from .limiter import (
     local_caller,
     shared_limiters,
 )
-from .markers import LocalStore, TileMarkers, index_chunks, query_key
+from .markers import TileMarkers, query_key
 from .shard import GROUP_ZOOM, ShardSpec, TileGroup, tile_groups
 from .tilejob import TileQuery, TileStats, run_tiles
 
@@ -101,12 +103,13 @@ class JobResult:
 async def _run_groups(
     spec: JobSpec, tiles: Iterable[Any], call: Caller, on_image: Callable[[str], None] | None
 ) -> TileStats:
-    store = LocalStore(spec.out)
-    markers = TileMarkers(store, spec.query_key)
+    # Never ``sink.open()`` here: it clears temp files, which other workers may be writing.
+    sink = open_sink(spec.out)
+    markers = TileMarkers(sink, spec.query_key)
     async with worker_transport(spec, call) as transport:
         return await run_tiles(
             transport,
-            store,
+            sink,
             markers,
             (tuple(t) for t in tiles),
             spec.query,
@@ -240,20 +243,36 @@ def _stats(d: dict[str, Any]) -> TileStats:
     return TileStats(**d)
 
 
-def _write_index(spec: JobSpec, groups: Iterable[TileGroup], result: JobResult) -> None:
-    markers = TileMarkers(LocalStore(spec.out), spec.query_key)
-
-    def tiles() -> Iterator[Any]:
+async def _write_index(spec: JobSpec, groups: Iterable[TileGroup], result: JobResult) -> None:
+    """``index.geojson`` from the markers of every tile of ``groups`` (streamed through a part
+    file in the sink's local state folder); a tile without a marker counts as unfinished."""
+    sink = open_sink(spec.out)
+    markers = TileMarkers(sink, spec.query_key)
+    part = sink.state_dir / f"index.{spec.query_key}.part.jsonl"
+    part.parent.mkdir(parents=True, exist_ok=True)
+    f = await asyncio.to_thread(open, part, "wb")
+    try:
         for g in groups:
             for t in g.tiles:
                 result.tiles += 1
-                if markers.get(t) is None:
+                entry = await markers.get(t)
+                if entry is None:
                     result.tiles_unfinished += 1
-                yield t
+                    continue
+                lines = (json.dumps(x, separators=(",", ":")) for x in entry.get("features", []))
+                f.write("".join(line + "\n" for line in lines).encode())
+    finally:
+        f.close()
+    await sink.put_stream(INDEX_FILE, geojson_chunks(part))
+    part.unlink()
+    await sink.close()
+    result.index = f"{sink.location.rstrip('/')}/{INDEX_FILE}"
 
-    path = Path(spec.out) / "index.geojson"
-    atomic_write(path, index_chunks(markers, tiles()))
-    result.index = str(path)
+
+async def _open(out: str) -> None:
+    sink = open_sink(out)
+    await sink.open()
+    await sink.close()
 
 
 def run_tasks(
@@ -328,7 +347,7 @@ def run_job(
     worker at a time, so a country's tens of thousands of groups never sit in memory."""
     t0 = time.monotonic()
     result = JobResult()
-    Path(spec.out).mkdir(parents=True, exist_ok=True)
+    asyncio.run(_open(spec.out))
     prepare(client, spec)
     client.run_on_scheduler(_forget_progress, job=spec.job)
 
@@ -360,7 +379,7 @@ def run_job(
 
     run_tasks(client, f"amly-{spec.query_key}", tasks(), done, result, spec.workers, poll)
     client.run_on_scheduler(_forget_progress, job=spec.job)
-    _write_index(spec, groups(), result)
+    asyncio.run(_write_index(spec, groups(), result))
     result.seconds = time.monotonic() - t0
     return result
 
@@ -392,7 +411,13 @@ def run_shard(
             on_progress(done)
 
     tiles = (t for g in chosen for t in g.tiles)
-    result.stats = asyncio.run(_run_groups(spec, tiles, local_caller(bank), on_image))
-    _write_index(spec, chosen, result)
+
+    async def main() -> TileStats:
+        await _open(spec.out)
+        stats = await _run_groups(spec, tiles, local_caller(bank), on_image)
+        await _write_index(spec, chosen, result)
+        return stats
+
+    result.stats = asyncio.run(main())
     result.seconds = time.monotonic() - t0
     return result

@@ -29,6 +29,8 @@ shared ones without the transport knowing.
 (0, 2.0)
 >>> bank.lease("tiles", 1000)  # a surface without a limit
 (1000, 0.0)
+>>> bank.reconfigure({"search": (1.0, 1.0)}); bank.lease("search", 5)  # pause still on
+(0, 2.0)
 """
 
 from __future__ import annotations
@@ -94,6 +96,15 @@ class TokenBank:
         self.paused_until: dict[str, float] = {}
         #: Tokens granted per surface, for reports and tests.
         self.granted: dict[str, int] = dict.fromkeys(self.spec, 0)
+
+    def reconfigure(self, spec: BankSpec) -> None:
+        """New rates and bursts; tokens in hand are kept up to the new bursts."""
+        now = self.clock()
+        self.spec = {k: (r, float(c)) for k, (r, c) in spec.items()}
+        for k, (_r, c) in self.spec.items():
+            self.tokens[k] = min(c, self.tokens.get(k, c))
+            self.stamp[k] = self.stamp.get(k, now)
+            self.granted.setdefault(k, 0)
 
     def pause(self, surface: str, seconds: float) -> None:
         until = self.clock() + max(0.0, seconds)
@@ -240,8 +251,14 @@ class LimiterPlugin(_Base):
         scheduler.handlers["amly_progress"] = self.report
 
     def open_bank(self, key: str, spec: Mapping[str, Any]) -> None:
-        if key not in self.banks:  # a second job with the same token shares the bank
-            self.banks[key] = TokenBank({k: (v[0], v[1]) for k, v in spec.items()})
+        """A job's bank: a second job with the same token shares it (its limits, if other,
+        apply from now on to both: the service counts per token)."""
+        buckets = {k: (v[0], float(v[1])) for k, v in spec.items()}
+        bank = self.banks.get(key)
+        if bank is None:
+            self.banks[key] = TokenBank(buckets)
+        elif bank.spec != buckets:
+            bank.reconfigure(buckets)
 
     def lease(self, bank: str, surface: str, want: int) -> tuple[int, float]:
         b = self.banks.get(bank)

@@ -19,6 +19,7 @@ from typing import Any
 
 from .._atomic import atomic_write
 from ..errors import UsageError
+from ..services.mapillary.download import geojson_chunks
 
 __all__ = ["MergeResult", "merge_outputs", "read_index"]
 
@@ -134,17 +135,9 @@ def merge_outputs(
                 result.images += 1
                 index.write(json.dumps(feat, separators=(",", ":")).encode() + b"\n")
 
-    def chunks() -> Iterator[bytes]:
-        yield b'{"type":"FeatureCollection","features":[\n'
-        first = True
-        with open(part, "rb") as f:
-            for line in f:
-                yield (b"" if first else b",\n") + line.rstrip(b"\n")
-                first = False
-        yield b"\n]}\n"
-
+    chunks = geojson_chunks(part)
     path = out_dir / "index.geojson"
-    atomic_write(path, chunks())
+    atomic_write(path, chunks)
     part.unlink()
     result.index = str(path)
     return result

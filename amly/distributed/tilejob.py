@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import APIError, AuthError, MetadataError
 from ..geo import tile, tile_bounds
+from ..metadata import set_exif_bytes
 from ..net import Transport
 from ..net.transport import read_bytes
 from ..services.mapillary.bulk import describe
@@ -34,8 +35,9 @@ from ..services.mapillary.query import (
     fetch_entity,
 )
 from ..services.mapillary.tiles import decode_image_tile, fetch_tile
+from ..storage import Sink
 from ..types import BBox
-from .markers import OutputStore, TileMarkers
+from .markers import TileMarkers
 from .shard import Tile, tile_key
 
 __all__ = ["TileQuery", "TileStats", "run_tiles", "tile_entities"]
@@ -186,19 +188,17 @@ def _heading(ent: dict[str, Any]) -> float | None:
 
 async def _store_image(
     transport: Transport,
-    store: OutputStore,
+    sink: Sink,
     ent: dict[str, Any],
     hit: tuple[str, str, float, float],
     q: TileQuery,
     stats: TileStats,
 ) -> dict[str, Any] | None:
     """Download one image (unless already stored) and return its index feature."""
-    from ..metadata import set_exif_bytes
-
     ident, seq, lon, lat = hit
     rel = f"{seq}/{ident}.jpg"
     feat = feature(ent, rel, lon, lat)
-    if await asyncio.to_thread(store.exists, rel):
+    if await sink.exists(rel):
         stats.reused += 1
         return feat
     try:
@@ -218,22 +218,17 @@ async def _store_image(
                 stats.resolves += 1
                 ent = await fetch_entity(transport, ident, q.fields)
 
-        def finish(raw: bytes = raw) -> int:
-            data = set_exif_bytes(
-                raw,
-                capture_time=_capture_time(ent.get("captured_at")),
-                lat=lat,
-                lon=lon,
-                alt=_num(ent.get("altitude")),
-                heading=_heading(ent),
-                make=ent.get("make") if isinstance(ent.get("make"), str) else None,
-                model=ent.get("model") if isinstance(ent.get("model"), str) else None,
-                name=rel,
-            )
-            store.write(rel, data)
-            return len(data)
-
-        stats.bytes += await asyncio.to_thread(finish)
+        exif: dict[str, Any] = {
+            "capture_time": _capture_time(ent.get("captured_at")),
+            "lat": lat,
+            "lon": lon,
+            "alt": _num(ent.get("altitude")),
+            "heading": _heading(ent),
+            "make": ent.get("make") if isinstance(ent.get("make"), str) else None,
+            "model": ent.get("model") if isinstance(ent.get("model"), str) else None,
+            "name": rel,
+        }
+        stats.bytes += await sink.put(rel, raw, before=lambda b: set_exif_bytes(b, **exif))
     except (AuthError, MetadataError, ValueError) as e:
         stats.fail(ident, str(e), getattr(e, "kind", type(e).__name__))
         return None
@@ -248,7 +243,7 @@ async def _store_image(
 
 async def run_tiles(
     transport: Transport,
-    store: OutputStore,
+    sink: Sink,
     markers: TileMarkers,
     tiles: Iterable[Tile],
     q: TileQuery,
@@ -268,13 +263,13 @@ async def run_tiles(
 
     async def one_image(t: Tile, ent: dict[str, Any], hit: Any) -> dict[str, Any] | None:
         async with images:
-            feat = await _store_image(transport, store, ent, hit, q, stats)
+            feat = await _store_image(transport, sink, ent, hit, q, stats)
         if feat is not None and on_image is not None:
             on_image(tile_key(t))
         return feat
 
     async def one_tile(t: Tile) -> None:
-        entry = await asyncio.to_thread(markers.get, t)
+        entry = await markers.get(t)
         if entry is not None:
             stats.tiles_reused += 1
             n = len(entry.get("features", []))
@@ -288,7 +283,7 @@ async def run_tiles(
         feats = await asyncio.gather(*(one_image(t, e, h) for e, h in owned))
         if stats.failed == failed and all(f is not None for f in feats):
             done = sorted((f for f in feats if f is not None), key=lambda f: f["properties"]["id"])
-            await asyncio.to_thread(markers.put, t, done)
+            await markers.put(t, done)
         else:
             stats.unfinished.append(tile_key(t))
 

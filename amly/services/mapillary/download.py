@@ -222,7 +222,7 @@ class TileState:
     edge_ids: list[str] = dataclasses.field(default_factory=list)
 
 
-def _geojson_chunks(part: Path) -> Iterator[bytes]:
+def geojson_chunks(part: Path) -> Iterator[bytes]:
     yield b'{"type":"FeatureCollection","features":[\n'
     first = True
     with open(part, "rb") as f:
@@ -321,7 +321,7 @@ class ImageDownload:
             for ident, reason in self.result.report.rejected:
                 self.result.fail(ident, reason, "UnsafeIdError")
             self.index_file.close()
-            await self.sink.put_stream(INDEX_FILE, _geojson_chunks(part))
+            await self.sink.put_stream(INDEX_FILE, geojson_chunks(part))
             self.result.index = f"{self.sink.location.rstrip('/')}/{INDEX_FILE}"
         finally:
             await gen.aclose()  # type: ignore[attr-defined]
