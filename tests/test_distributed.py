@@ -13,18 +13,18 @@ import asyncio
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from download_support import files, index_ids, truth
+from download_support import amly, bbox_arg, env, files, index_ids, summary, truth
 
 from amly.config import Secret
 from amly.distributed.limiter import LEASE_TTL, TokenBank, local_caller, shared_limiters
-from amly.distributed.merge import merge_outputs
-from amly.distributed.shard import ShardSpec
 from amly.distributed.tilejob import TileQuery
 from amly.net import Limits
 from amly.server.seed import seed_store
@@ -33,7 +33,7 @@ from amly.server.testing import running_server
 
 distributed = pytest.importorskip("distributed")
 
-from amly.distributed.cluster import JobSpec, run_job, run_shard  # noqa: E402
+from amly.distributed.cluster import JobSpec, run_job  # noqa: E402
 
 #: 20,000 images over this box; the test boxes cut through it (tile and group edges inside).
 AREA = (13.36, 52.48, 13.44, 52.54)
@@ -179,23 +179,78 @@ def test_shared_limiter_holds_the_servers_rate(srv: Any, client: Any, tmp_path: 
 
 @pytest.mark.slow
 def test_shards_merged_equal_one_plain_run(srv: Any, tmp_path: Path) -> None:
+    """``--shard 1/2`` + ``--shard 2/2`` + ``amly download merge`` = one plain run: the same
+    files, byte for byte, and the same index (the CLI, as a user runs it)."""
     expected = truth(srv, SMALL)
-    plain = run_shard(_spec(srv, SMALL, tmp_path / "plain", workers=1))
-    assert plain.stats.failures == [] and plain.tiles_unfinished == 0
+    common = ["--bbox", bbox_arg(SMALL), "--size", "256", "--json"]
+    r = amly(srv, tmp_path, "download", "images", *common, "--out", str(tmp_path / "plain"))
+    plain = summary(r)
+    assert r.returncode == 0 and plain["counts"]["downloaded"] == len(expected)
+    assert plain["requests_per_image"] <= 1.1  # the plain engine gets metadata in bulk too
     parts = []
     for k in (1, 2):
         out = tmp_path / f"part{k}"
-        r = run_shard(_spec(srv, SMALL, out, workers=1), ShardSpec(k, 2))
-        assert r.stats.failures == [] and r.tiles_unfinished == 0
+        r = amly(srv, tmp_path, "download", "images", *common, "--out", str(out),
+                 "--shard", f"{k}/2")  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert summary(r)["distributed"]["shard"] == f"{k}/2"
         parts.append(out)
+    assert files(parts[0]) and files(parts[1])  # both shards had work
     assert set(files(parts[0])).isdisjoint(files(parts[1]))
-    m = merge_outputs(parts, tmp_path / "merged")
-    assert m.failures == [] and m.duplicates == 0 and m.images == len(expected)
+    r = subprocess.run(
+        [sys.executable, "-m", "amly", "download", "merge", *map(str, parts),
+         "--out", str(tmp_path / "merged"), "--json"],
+        capture_output=True, text=True, env=env(tmp_path), timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert summary(r)["counts"]["images"] == len(expected)
     assert files(tmp_path / "merged") == files(tmp_path / "plain") == expected
     assert sorted(index_ids(tmp_path / "merged")) == sorted(index_ids(tmp_path / "plain"))
     for ident, seq in expected.items():
         rel = f"{seq}/{ident}.jpg"
         assert (tmp_path / "merged" / rel).read_bytes() == (tmp_path / "plain" / rel).read_bytes()
+
+
+@pytest.mark.slow
+def test_cli_dask_local_cluster(srv: Any, tmp_path: Path) -> None:
+    """``amly download images --dask local:2``: every id once, requests per image reported."""
+    expected = truth(srv, SMALL)
+    srv.stats.reset()
+    r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(SMALL), "--size", "256",
+             "--out", str(tmp_path / "out"), "--dask", "local:2", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    doc = summary(r)
+    assert doc["counts"]["downloaded"] == len(expected)
+    assert files(tmp_path / "out") == expected
+    assert sorted(index_ids(tmp_path / "out")) == sorted(expected)
+    assert doc["requests"] == srv.stats.requests  # all requests, the token check included
+    assert doc["requests_per_image"] <= 1.1
+    assert "Traceback" not in r.stderr
+
+
+def test_cli_rejects_a_bad_scheduler_and_shard(srv: Any, tmp_path: Path) -> None:
+    for extra, what in ((["--dask", "local:0"], "local:N"), (["--shard", "3/2"], "--shard"),
+                        (["--dask", "nowhere"], "tcp://")):  # fmt: skip
+        r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(SMALL),
+                 "--out", str(tmp_path / "x"), *extra)  # fmt: skip
+        assert r.returncode == 2 and what in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_process_on_the_cluster_equals_local_processes(tmp_path: Path) -> None:
+    """``amly process --dask local:2``: the same description file as the local pool."""
+    from _process_helpers import add_bad_files, drive, write_drive
+    from _process_helpers import amly as amly_local
+
+    write_drive(tmp_path / "a", drive(60))
+    write_drive(tmp_path / "b" / "cam", drive(40, start_lat=48.1, start_lon=11.5, seed=3))
+    add_bad_files(tmp_path / "a")
+    r1 = amly_local("process", tmp_path, "--desc-path", tmp_path / "local.json", "-q")
+    r2 = amly_local("process", tmp_path, "--desc-path", tmp_path / "dask.json", "-q",
+                    "--dask", "local:2")  # fmt: skip
+    assert r1.returncode == r2.returncode == 1, r2.stderr  # the bad files fail in both
+    local = (tmp_path / "local.json").read_bytes()
+    assert local == (tmp_path / "dask.json").read_bytes() and b"MAPSequenceUUID" in local
 
 
 def test_a_bbox_search_answers_metadata_and_thumbnail_urls_at_once(srv: Any) -> None:
@@ -227,8 +282,6 @@ def test_a_bbox_search_answers_metadata_and_thumbnail_urls_at_once(srv: Any) -> 
 def test_gpx_on_the_cluster_equals_the_plain_download(
     srv: Any, client: Any, tmp_path: Path
 ) -> None:
-    from download_support import amly, bbox_arg
-
     from amly.distributed.gpxjob import run_gpx_job
 
     res = run_gpx_job(client, _spec(srv, SMALL, tmp_path / "dask"))
