@@ -226,6 +226,15 @@ def test_cli_dask_local_cluster(srv: Any, tmp_path: Path) -> None:
     assert doc["requests"] == srv.stats.requests  # all requests, the token check included
     assert doc["requests_per_image"] <= 1.1
     assert "Traceback" not in r.stderr
+    # --method search: groups enumerated by cell searches alone, no tile quota spent.
+    srv.stats.reset()
+    r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(SMALL), "--size", "256",
+             "--out", str(tmp_path / "search"), "--dask", "local:2", "--method", "search",
+             "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert files(tmp_path / "search") == expected
+    assert sorted(index_ids(tmp_path / "search")) == sorted(expected)
+    assert _route(srv, "/tiles/") == 0 and summary(r)["requests_per_image"] <= 1.1
 
 
 def test_cli_rejects_a_bad_scheduler_and_shard(srv: Any, tmp_path: Path) -> None:

@@ -90,12 +90,10 @@ def run_images(
 
     if args.max_results is not None:
         raise UsageError("--max-results cannot be combined with --dask or --shard")
-    if args.method != "tiles":
-        raise UsageError("--dask and --shard enumerate by tiles: drop --method search")
     shard = ShardSpec.parse(args.shard) if args.shard else None
     if shard is not None and not args.dask:
         limits = _shared_limits(limits, shard.count)
-    query = TileQuery(bbox, filters, size, search_limit=args.search_limit)
+    query = TileQuery(bbox, filters, size, search_limit=args.search_limit, method=args.method)
 
     def on_progress(n: int) -> None:
         progress.update(n - progress.done)
@@ -145,7 +143,7 @@ def run_images(
             "groups_resubmitted": res.resubmitted,
         },
         enumeration={
-            "method": "tiles",
+            "method": args.method,
             "tiles": res.tiles,
             "tiles_read": st.tiles,
             "tiles_skipped": st.tiles_reused,

@@ -410,11 +410,17 @@ def run_shard(
         if on_progress is not None:
             on_progress(done)
 
-    tiles = (t for g in chosen for t in g.tiles)
+    call = local_caller(bank)
 
     async def main() -> TileStats:
         await _open(spec.out)
-        stats = await _run_groups(spec, tiles, local_caller(bank), on_image)
+        if spec.query.method == "search":  # one group at a time, each searched as a whole
+            stats = TileStats()
+            for g in chosen:
+                stats.add(await _run_groups(spec, list(g.tiles), call, on_image))
+        else:
+            tiles = (t for g in chosen for t in g.tiles)
+            stats = await _run_groups(spec, tiles, call, on_image)
         await _write_index(spec, chosen, result)
         return stats
 

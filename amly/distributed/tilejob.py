@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..errors import APIError, AuthError, MetadataError
-from ..geo import tile, tile_bounds
+from ..geo import tile, tile_bounds, validate_bbox
 from ..metadata import set_exif_bytes
 from ..net import Transport
 from ..net.transport import read_bytes
@@ -34,6 +34,7 @@ from ..services.mapillary.query import (
     check_image_id,
     fetch_entity,
 )
+from ..services.mapillary.search import search_candidates
 from ..services.mapillary.tiles import decode_image_tile, fetch_tile
 from ..storage import Sink
 from ..types import BBox
@@ -54,6 +55,9 @@ class TileQuery:
     filters: Filters = Filters()
     size: str = "1024"
     search_limit: int = SEARCH_LIMIT
+    #: ``tiles`` (each tile's id list, then a few searches for metadata) or ``search`` (cell
+    #: searches over each group only: no tile quota spent, which binds first on a country).
+    method: str = "tiles"
 
     @property
     def field(self) -> str:
@@ -64,6 +68,7 @@ class TileQuery:
         return (*ENTITY_FIELDS, self.field)
 
     def to_json(self) -> dict[str, Any]:
+        # Not the method: both store the same images, and a rerun may switch.
         return {"bbox": list(self.bbox), "filters": self.filters.to_json(), "size": self.size}
 
 
@@ -241,6 +246,61 @@ async def _store_image(
     return feat
 
 
+def _group_area(tiles: list[Tile], box: BBox) -> BBox | None:
+    """The part of ``box`` the tiles cover (they form a rectangle: a group's)."""
+    bounds = [tile_bounds(*t) for t in tiles]
+    w = max(min(b[0] for b in bounds), box[0])
+    s = max(min(b[1] for b in bounds), box[1])
+    e = min(max(b[2] for b in bounds), box[2])
+    n = min(max(b[3] for b in bounds), box[3])
+    if w > e or s > n:
+        return None
+    return validate_bbox((w, s, e, n))
+
+
+async def group_entities(
+    transport: Transport,
+    tiles: list[Tile],
+    q: TileQuery,
+    stats: TileStats,
+    report: SearchReport,
+) -> dict[Tile, list[tuple[dict[str, Any], tuple[str, str, float, float]]]] | None:
+    """The images of a group's ``tiles`` found by cell searches alone (no tile requests), by
+    owning tile; None when some cell stayed full at the minimum size and time span (the
+    group is then not marked finished, and the failure is reported)."""
+    owned: dict[Tile, list[Any]] = {t: [] for t in tiles}
+    area = _group_area(tiles, q.bbox)
+    if area is None:
+        return owned
+    truncated = len(report.truncated)
+    searches, splits = report.searches, report.splits
+    async for c in search_candidates(
+        transport, area, q.filters, report, fields=q.fields, limit=q.search_limit
+    ):
+        ent = dict(c.entity or {})
+        if q.field not in ent:
+            stats.lookups += 1
+            ent = await fetch_entity(transport, c.id, q.fields)
+        hit = accept_entity(ent, q.bbox, q.filters, report)
+        if hit is None:
+            continue
+        t = tile(hit[2], hit[3], tiles[0][2])
+        if t in owned:  # a neighbouring group's otherwise (a point on the shared edge)
+            owned[t].append((ent, hit))
+    stats.searches += report.searches - searches
+    stats.splits += report.splits - splits
+    if len(report.truncated) > truncated:
+        for cell, _lo, _hi in report.truncated[truncated:]:
+            stats.fail(
+                ",".join(f"{v:.6f}" for v in cell),
+                "a search cell was still full at the minimum size and time span: images "
+                "there may be missing (use --method tiles for this box)",
+                "TruncatedSearch",
+            )
+        return None
+    return owned
+
+
 async def run_tiles(
     transport: Transport,
     sink: Sink,
@@ -287,13 +347,42 @@ async def run_tiles(
         else:
             stats.unfinished.append(tile_key(t))
 
+    async def by_search(tiles: list[Tile]) -> None:
+        """``q.method == "search"``: the given tiles are one group, searched as a whole."""
+        entries = await asyncio.gather(*(markers.get(t) for t in tiles))
+        if all(e is not None for e in entries):
+            for t, e in zip(tiles, entries, strict=True):
+                stats.tiles_reused += 1
+                stats.reused += len((e or {}).get("features", []))
+                if on_image is not None:
+                    for _ in (e or {}).get("features", []):
+                        on_image(tile_key(t))
+            return
+        failed = stats.failed
+        owned = await group_entities(transport, tiles, q, stats, report)
+        if owned is None:
+            stats.unfinished += [tile_key(t) for t in tiles]
+            return
+        for t, items in owned.items():
+            feats = await asyncio.gather(*(one_image(t, e, h) for e, h in items))
+            if stats.failed == failed and all(f is not None for f in feats):
+                done = sorted(
+                    (f for f in feats if f is not None), key=lambda f: f["properties"]["id"]
+                )
+                await markers.put(t, done)
+            else:
+                stats.unfinished.append(tile_key(t))
+
     try:
+        if q.method == "search":
+            await by_search(list(todo))
+        else:
 
-        async def puller() -> None:
-            for t in todo:
-                await one_tile(t)
+            async def puller() -> None:
+                for t in todo:
+                    await one_tile(t)
 
-        await asyncio.gather(*(puller() for _ in range(max(1, tile_concurrency))))
+            await asyncio.gather(*(puller() for _ in range(max(1, tile_concurrency))))
     finally:
         for ident, reason in report.rejected:
             stats.fail(ident, reason, "UnsafeIdError")
