@@ -99,6 +99,24 @@ def test_token_bank_holds_the_rate_for_many_limiters() -> None:
     assert bank.granted["search"] == 80
 
 
+def test_a_429_on_one_worker_pauses_the_others() -> None:
+    """One worker's limiter pauses (a 429): another worker's next request waits for it, via
+    the bank, though it never saw the 429 itself."""
+    bank = TokenBank({"entity": (1000.0, 10.0)})
+    a, b = (shared_limiters(Limits(), local_caller(bank), workers=2) for _ in range(2))
+
+    async def main() -> float:
+        await b["entity"].acquire()  # b holds a lease of tokens already
+        a["entity"].pause(0.5)
+        await asyncio.sleep(0.05)  # the pause message reaches the bank
+        b["entity"]._leased.clear()  # the lease b held runs out (LEASE_TTL, shortened here)
+        t0 = time.monotonic()
+        await b["entity"].acquire()
+        return time.monotonic() - t0
+
+    assert asyncio.run(main()) >= 0.4
+
+
 @pytest.mark.slow
 def test_two_workers_store_the_box_exactly_once(srv: Any, client: Any, tmp_path: Path) -> None:
     expected = truth(srv, BIG)
