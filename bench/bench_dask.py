@@ -1,7 +1,7 @@
 """Distributed downloads: requests per image, and one process vs ``--dask local:2``.
 
     .venv/bin/python bench/bench_dask.py [--images 20000] [--latency-ms 50] [--runs 3]
-                                         [--before main]
+                                         [--before REV]
 
 One ``amly server`` (a thread of this process) seeded with ``--images`` in one box, with
 ``--latency-ms`` on every request. Three clients, each ``amly download images`` run as a
@@ -74,7 +74,8 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=50.0)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--before", default="main", help="git revision of the 'before' engine")
+    # 1e580aa: the reshape, the last engine with one entity request per image.
+    ap.add_argument("--before", default="1e580aa", help="git revision of the 'before' engine")
     args = ap.parse_args()
 
     from amly.server.seed import seed_store
