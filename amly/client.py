@@ -19,6 +19,7 @@ from .config import Endpoints, Secret
 from .errors import DuplicateError, FileError
 from .journal import Journal
 from .net import Limits, RetryPolicy, Transport
+from .net.flow import prefetch
 from .pipeline import Options, Report
 from .pipeline.inputs import upload_sources
 from .services import mapillary
@@ -34,6 +35,9 @@ from .services.upload import (
 )
 from .storage import Sink
 from .types import BBox, Point, UploadSequence
+
+#: Finished sequences processing may hold ahead of the uploads.
+PREFETCH_SEQUENCES = 64
 
 
 class Client:
@@ -154,6 +158,7 @@ class Client:
         reupload: bool = False,
         dry_run: bool = False,
         progress: ProgressCallback | None = None,
+        on_sequence: Callable[[UploadSequence], None] | None = None,
     ) -> UploadResult:
         """Upload folders, description files, zip files, :class:`~amly.Sequence` or
         :class:`~amly.types.UploadSequence` objects (an async iterable uploads while it is
@@ -162,9 +167,10 @@ class Client:
         A folder without a description file is processed in memory first, with ``process``
         (options; the photos are not changed); with ``reprocess`` every folder is, description
         file or not. Each folder's sequences start uploading while later folders are still
-        being processed (that is ``process-and-upload``). Returns per-sequence results (cluster ids); raises
-        :class:`~amly.AuthError` for a bad token and :class:`~amly.APIError` when the server
-        keeps failing beyond the retry policy.
+        being processed (that is ``process-and-upload``). Returns per-sequence results
+        (cluster ids); raises :class:`~amly.AuthError` for a bad token and
+        :class:`~amly.APIError` when the server keeps failing beyond the retry policy. ``on_sequence`` sees each sequence as it
+        enters the upload (images with the descriptions they carry: a report's input).
         """
         failures: list[FileError] = []
         report = Report()
@@ -177,6 +183,8 @@ class Client:
             failures=failures,
             report=report,
         )
+        if on_sequence is not None:
+            sources = _observed(sources, on_sequence)
         if dry_run:
             result = await _dry_run(sources)
         else:
@@ -192,7 +200,9 @@ class Client:
                 reupload=reupload,
                 progress=progress,
             )
-            result = await uploader.run(sources)
+            # Processing runs ahead of the uploads (a bounded buffer of sequences), so the
+            # pool keeps reading while the uploader waits for free slots.
+            result = await uploader.run(prefetch(sources, PREFETCH_SEQUENCES))
         result.processed = report.images
         for e in [*failures, *report.errors]:
             (result.duplicates if isinstance(e, DuplicateError) else result.failures).append(e)
@@ -276,6 +286,14 @@ class Client:
         """The time-ordered :class:`~amly.Point` list of a sequence's images."""
         await self.token()
         return await mapillary.sequence_track(self.transport, sequence_id)
+
+
+async def _observed(
+    sources: AsyncIterator[UploadSequence], on_sequence: Callable[[UploadSequence], None]
+) -> AsyncIterator[UploadSequence]:
+    async for seq in sources:
+        on_sequence(seq)
+        yield seq
 
 
 async def _dry_run(sources: AsyncIterator[UploadSequence]) -> UploadResult:

@@ -235,9 +235,12 @@ def test_cli_dask_local_cluster(srv: Any, tmp_path: Path) -> None:
     expected = truth(srv, SMALL)
     srv.stats.reset()
     r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(SMALL), "--size", "256",
-             "--out", str(tmp_path / "out"), "--dask", "local:2", "--json")  # fmt: skip
+             "--out", str(tmp_path / "out"), "--dask", "local:2", "--json",
+             "--report", str(tmp_path / "map.html"))  # fmt: skip
     assert r.returncode == 0, r.stderr
     doc = summary(r)
+    assert doc["report"] == str(tmp_path / "map.html")
+    assert b"amly download images" in (tmp_path / "map.html").read_bytes()
     assert doc["counts"]["downloaded"] == len(expected)
     assert files(tmp_path / "out") == expected
     assert sorted(index_ids(tmp_path / "out")) == sorted(expected)

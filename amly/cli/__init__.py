@@ -38,6 +38,7 @@ VERBS = [
     "upload",
     "download",
     "join_gpx",
+    "report",
     "server",
     "demo",
 ]

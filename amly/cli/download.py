@@ -23,7 +23,14 @@ from ._common import (
     Summary,
     run_async,
 )
-from ._options import add_network_options, add_output_options, client_from_args
+from ._options import (
+    add_network_options,
+    add_output_options,
+    add_report_option,
+    client_from_args,
+    report_from_args,
+    write_report,
+)
 
 if TYPE_CHECKING:
     from ..services.mapillary import DownloadResult, GpxResult
@@ -150,6 +157,7 @@ def register(subparsers: Any) -> None:
     )
     pano.add_argument("--no-pano", dest="pano", action="store_false", help="exclude panoramas")
     pi.add_argument("--organization-id", metavar="ID", help="only this organization's images")
+    add_report_option(pi)
     distributed_cli.add_options(pi)
     pi.set_defaults(func=run_images)
 
@@ -199,6 +207,7 @@ def run_images(args: argparse.Namespace) -> int:
         return distributed_cli.run_images(
             args, bbox=bbox, size=size, filters=filters, client=client,
             limits=parse_limits(args.rate_limits), summary=summary, progress=progress,
+            report=lambda index, failures: _report(args, index, failures, summary),
         )  # fmt: skip
 
     async def main() -> DownloadResult:
@@ -261,8 +270,28 @@ def run_images(args: argparse.Namespace) -> int:
             "images were reused; index.geojson describes this query only",
             file=sys.stderr,
         )
+    _report(args, res.index, res.failures, summary)
     code = summary.emit(args)
     return 1 if rep.truncated and code == 0 else code
+
+
+def _report(
+    args: argparse.Namespace, index: str | None, failures: list[dict[str, Any]], summary: Summary
+) -> None:
+    """``--report``: the box's images (``index.geojson``: coverage per tile) and the failed
+    ones (the same for a plain run and a ``--dask``/``--shard`` one)."""
+    report = report_from_args(args, f"amly download images: {args.bbox}")
+    if report is None:
+        return
+    from ..report import ReportInputError
+
+    if index:
+        try:
+            report.add(index)
+        except ReportInputError as e:
+            summary.fail(f"the report cannot read {index}: {e.message}", index, "report")
+    report.add_failures(failures, source="this run")
+    write_report(args, report, summary)
 
 
 def run_gpx(args: argparse.Namespace) -> int:

@@ -26,8 +26,11 @@ from ._common import (
 from ._options import (
     add_output_options,
     add_process_options,
+    add_report_option,
     add_timezone_option,
     options_from_args,
+    report_from_args,
+    write_report,
 )
 
 EPILOG = """\
@@ -36,6 +39,7 @@ examples:
   amly process day1/ day2/ --desc-path all.json --geojson map.geojson
   amly process photos/ --gpx track.gpx --offset-time -3.5 --interpolate-directions
   amly process photos/ --cutoff-distance 50 --cutoff-time 30 --duplicate-distance 1
+  amly process photos/ --report map.html       # see the sequences, duplicates, GPS errors
 
 Duplicates are not failures (they are simply not uploaded).
 exit codes: 0 every photo is ready or a duplicate, 1 some photos failed (listed; their
@@ -62,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "[DIR/mapillary_image_description.json for each DIR]",
     )
     g.add_argument("--geojson", metavar="PATH", help="also write sequences and flagged photos")
+    add_report_option(p)
     p.add_argument(
         "--dask",
         metavar="SCHEDULER",
@@ -126,9 +131,12 @@ def run(args: argparse.Namespace) -> int:
     entries: dict[str, list[dict[str, Any]]] = {r: [] for r in roots}
     features: list[dict[str, Any]] = []
     by_type: dict[str, int] = {}
+    report = report_from_args(args, "amly process: " + ", ".join(args.dirs))
     for group in _groups(args, options, progress, folders):
         root = group.folder.root if group.folder.root in entries else roots[0]
         entries.setdefault(root, []).extend(description_entries(group))
+        if report is not None:
+            report.add_processed(group.sequences, group.errors, source=root)
         if args.geojson:
             features.extend(geojson_features(group))
         summary.count("images", len(group.folder.files))
@@ -161,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         written.append(os.path.abspath(args.geojson))
     summary.info["errors_by_type"] = dict(sorted(by_type.items()))
     summary.info["written"] = written
+    write_report(args, report, summary)
     code = summary.emit(args)
     if not args.quiet and not args.json and by_type:
         print(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
 from ._common import Progress, Summary, run_async
@@ -25,9 +25,12 @@ from ._options import (
     add_network_options,
     add_output_options,
     add_process_options,
+    add_report_option,
     add_timezone_option,
     client_from_args,
     options_from_args,
+    report_from_args,
+    write_report,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +45,7 @@ examples:
   amly upload seq0.zip seq1.zip
   amly upload photos/ --endpoint http://127.0.0.1:8080   # a local amly server
   amly upload photos/ --dry-run                # what would be sent, no network
+  amly upload photos/ --report upload.html     # a map with each sequence's cluster id
 
 exit codes: 0 everything uploaded (or already uploaded), 1 some files or sequences failed
 (listed; rerun to finish them), 2 bad arguments, 3 authentication failed, 4 the server or
@@ -75,6 +79,7 @@ def _upload_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dry-run", action="store_true", help="list what would be uploaded, send nothing"
     )
+    add_report_option(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -139,6 +144,8 @@ def run_process_and_upload(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reprocess: bool) -> int:
     """One road for both verbs: :meth:`amly.Client.upload`."""
     summary = Summary("process-and-upload" if reprocess else "upload")
+    report = report_from_args(args, f"amly {summary.verb}: " + ", ".join(map(str, paths)))
+    entered: list[Any] = []
     progress = Progress("upload", None, enabled=not (args.no_progress or args.quiet))
     done = {"images": 0}
 
@@ -159,6 +166,7 @@ def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reproc
                 reupload=args.reupload,
                 dry_run=args.dry_run,
                 progress=on_progress,
+                on_sequence=entered.append if report is not None else None,
             )
 
     try:
@@ -168,6 +176,14 @@ def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reproc
     if reprocess:
         summary.count("processed", result.processed)
     _summarise(summary, result, args.dry_run)
+    if report is not None:
+        report.add_upload_sequences(entered)
+        report.add_processed(errors=[*result.failures, *result.duplicates])
+        report.add_upload(
+            {"verb": summary.verb, "failures": summary.failures, **summary.info},
+            source="this run",
+        )
+        write_report(args, report, summary)
     if not summary.counts.get("images") and not summary.failures and not args.quiet:
         hint = (
             "" if getattr(args, "subfolders", True) else " (photos in subfolders? add --subfolders)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..config import Endpoints, Secret
@@ -81,8 +82,10 @@ def run_images(
     limits: Limits,
     summary: Any,
     progress: Any,
+    report: Callable[[str | None, list[dict[str, Any]]], None] | None = None,
 ) -> int:
-    """``amly download images`` with ``--dask`` and/or ``--shard``."""
+    """``amly download images`` with ``--dask`` and/or ``--shard``; ``report(index,
+    failures)`` writes ``--report`` before the summary."""
     from .cluster import JobSpec, connect, run_job, run_shard
     from .tilejob import TileQuery
 
@@ -152,6 +155,8 @@ def run_images(
             "entity_lookups": st.lookups,
         },
     )
+    if report is not None:
+        report(res.index, st.failures)
     return int(summary.emit(args))
 
 

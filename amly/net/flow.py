@@ -5,7 +5,9 @@ however large the job, because every stream is pulled lazily through bounded que
   entity lookups);
 * :func:`fanout`: work items whose handling may yield more work (a search cell split in four)
   at most N in flight, depth first;
-* :class:`ByteBudget`: bytes held in memory at once (uploads of multi-MB photos).
+* :class:`ByteBudget`: bytes held in memory at once (uploads of multi-MB photos);
+* :func:`prefetch`: a producer run ahead of its consumer through a bounded buffer
+  (processing keeps going while uploads wait for a slot).
 
 >>> import asyncio
 >>> async def main():
@@ -28,7 +30,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = ["ByteBudget", "bounded_map", "drain", "fanout"]
+__all__ = ["ByteBudget", "bounded_map", "drain", "fanout", "prefetch"]
 
 
 class ByteBudget:
@@ -194,3 +196,41 @@ async def fanout(
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def prefetch(source: AsyncIterator[T], size: int) -> AsyncIterator[T]:
+    """``source`` run ahead in its own task, up to ``size`` items buffered: a producer that
+    works in the background (the process pool reading the next folders) keeps working while
+    the consumer waits on something else (upload slots), instead of only when pulled.
+
+    >>> async def main():
+    ...     async def src():
+    ...         for i in range(3):
+    ...             yield i
+    ...     return [x async for x in prefetch(src(), 2)]
+    >>> asyncio.run(main())
+    [0, 1, 2]
+    """
+    out: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=max(1, size))
+
+    async def feed() -> None:
+        try:
+            async for item in source:
+                await out.put(("item", item))
+            await out.put(("done", None))
+        except asyncio.CancelledError:
+            raise
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+            await out.put(("error", e))
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    feeder = asyncio.ensure_future(feed())
+    try:
+        async for value in drain(out):
+            yield value
+    finally:
+        feeder.cancel()
+        await asyncio.gather(feeder, return_exceptions=True)
