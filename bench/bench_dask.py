@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-#: ~20,000 images seeded over this box (0.05 x 0.04 degrees: 12 z14 tiles, 6 z13 groups).
+#: ~20,000 images seeded over this box (0.05 x 0.04 degrees: 12 z14 tiles, 4 z13 groups).
 BOX = (13.37, 52.49, 13.42, 52.53)
 
 
