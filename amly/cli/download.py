@@ -41,13 +41,19 @@ IMAGES_DOC = """Download every image in a box: OUT/<sequence id>/<image id>.jpg 
 Enumeration: --method tiles (default) reads the z14 vector tiles, which have no result cap;
 --method search asks /images over cells under 0.01 degrees that split in four whenever an
 answer is full (then by capture time); a cell that still cannot be split is reported.
+Either way the searches answer each image's metadata and thumbnail URL in bulk: about one
+request per image, the image included ("requests_per_image" in the summary).
+
+On a cluster: --dask local:N or tcp://HOST:8786 shards the box by tile groups over Dask
+workers (rate limits held for the whole cluster, per-tile completion markers, whole-job
+progress); --shard K/N runs one share of N, and 'amly download merge' joins the folders.
 
 Resume: OUT/.amly/manifest.sqlite3 records the query, each finished image and (tiles) each
 finished tile. A rerun (after Ctrl-C, a crash or kill -9) fetches only what is missing. A rerun with another box or
 filters in the same OUT reuses the images both queries share, downloads the others, keeps
 older files on disk, and writes an index.geojson of the new query only. Another --size
-downloads again. Thumbnail URLs expire: they are resolved right before each download and
-never stored.
+downloads again. Thumbnail URLs expire: one the CDN refuses is resolved again; none is
+stored.
 """
 
 

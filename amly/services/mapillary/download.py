@@ -1,11 +1,14 @@
 """Download images (with EXIF written back) and GPS tracks of sequences from a box.
 
 Images stream through a bounded pipeline (:class:`ImageDownload`): enumeration
-(:mod:`.tiles` or :mod:`.search`) feeds at most ``concurrency`` workers; each worker fetches
-the entity with its signed thumbnail URL right before it downloads (URLs expire: they are
-never stored), writes EXIF into the bytes (:func:`amly.metadata.set_exif_bytes`) and stores
+(:mod:`.tiles` or :mod:`.search`) feeds at most ``concurrency`` workers. The enumeration's
+searches already answer each image's metadata and signed thumbnail URL (tiles: a few bbox
+searches per tile, :mod:`.bulk`), so a worker asks for the entity only when no answer
+described the image, or when the CDN says the URL expired (URLs are never stored); it
+writes EXIF into the bytes (:func:`amly.metadata.set_exif_bytes`) and stores
 ``<sequence>/<image>.jpg`` atomically in a :class:`~amly.storage.Sink` (a local folder, or
-object storage). Memory holds one image per worker, whatever the box holds.
+object storage). About one request per image, the image's own included. Memory holds one
+image per worker and the metadata of the tiles in flight, whatever the box holds.
 
 Resume: ``.amly/manifest.sqlite3`` (the shared :class:`amly.journal.Journal`) records the
 query and every finished image (its size and the entity fields its EXIF came from). A rerun
