@@ -325,3 +325,43 @@ def test_gpx_on_the_cluster_equals_the_plain_download(
     assert all(strip.sub(b"", dask[k]) == strip.sub(b"", plain[k]) for k in plain)
     again = run_gpx_job(client, _spec(srv, SMALL, tmp_path / "dask"))
     assert again.written == 0 and again.existing == res.written
+
+
+@pytest.mark.slow
+def test_cli_dask_remote_scheduler(srv: Any, tmp_path: Path) -> None:
+    """``--dask tcp://HOST:PORT``: a scheduler and workers in processes of their own (the
+    token bank is installed on a scheduler that is not this process)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dask = [sys.executable, "-c", "from distributed.cli.dask_scheduler import main; main()"]
+    addr = f"tcp://127.0.0.1:{port}"
+    logs = tmp_path / "dask.log"
+    with open(logs, "wb") as log:
+        sched = subprocess.Popen([*dask, "--host", "127.0.0.1", "--port", str(port),
+                                  "--no-dashboard"], stdout=log, stderr=log)  # fmt: skip
+        worker = subprocess.Popen(
+            [sys.executable, "-c", "from distributed.cli.dask_worker import main; main()",
+             addr, "--nworkers", "2", "--nthreads", "1", "--no-dashboard"],
+            stdout=log, stderr=log, cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            expected = truth(srv, SMALL)
+            r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(SMALL),
+                     "--size", "256", "--out", str(tmp_path / "out"), "--dask", addr,
+                     "--json")  # fmt: skip
+            assert r.returncode == 0, r.stderr + logs.read_text()[-3000:]
+            assert files(tmp_path / "out") == expected
+            assert sorted(index_ids(tmp_path / "out")) == sorted(expected)
+            assert summary(r)["requests_per_image"] <= 1.1
+        finally:
+            for p in (worker, sched):
+                p.terminate()
+            for p in (worker, sched):
+                try:
+                    p.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
