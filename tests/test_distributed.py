@@ -365,3 +365,21 @@ def test_cli_dask_remote_scheduler(srv: Any, tmp_path: Path) -> None:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+
+
+def test_a_job_refuses_an_output_of_another_size(srv: Any, tmp_path: Path) -> None:
+    """Images are reused by name: a --shard/--dask job into a folder holding another size's
+    images stops before any work and says why (a plain run's folder, or its own)."""
+    tiny = (13.401, 52.501, 13.4025, 52.5025)
+    out = str(tmp_path / "out")
+    r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(tiny), "--size", "256",
+             "--out", out, "-q")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(tiny), "--size", "1024",
+             "--out", out, "--shard", "1/1")  # fmt: skip
+    assert r.returncode == 2 and "size 256" in r.stderr and "Traceback" not in r.stderr
+    other = str(tmp_path / "other")
+    for size, code in (("256", 0), ("1024", 2)):
+        r = amly(srv, tmp_path, "download", "images", "--bbox", bbox_arg(tiny), "--size", size,
+                 "--out", other, "--shard", "1/1", "-q")  # fmt: skip
+        assert r.returncode == code, r.stderr

@@ -269,10 +269,50 @@ async def _write_index(spec: JobSpec, groups: Iterable[TileGroup], result: JobRe
     result.index = f"{sink.location.rstrip('/')}/{INDEX_FILE}"
 
 
-async def _open(out: str) -> None:
-    sink = open_sink(out)
+async def _open(spec: JobSpec) -> None:
+    """Open the output once for the whole job, after checking that the images already in it
+    (which a re-run reuses by name) were downloaded at the size this job asks for."""
+    sink = open_sink(spec.out)
     await sink.open()
-    await sink.close()
+    try:
+        size = spec.query.size
+        for other, where in await asyncio.to_thread(_sizes_in, sink.state_dir):
+            if other != size:
+                raise UsageError(
+                    f"{spec.out} holds images downloaded at size {other} ({where}); this job "
+                    f"asks for {size}, and would reuse them by name",
+                    hint="download into another --out, or use the same --size",
+                )
+        marker = f".amly/tiles/{spec.query_key}.json"
+        if not await sink.exists(marker):
+            await sink.put(marker, json.dumps({"query": spec.query.to_json()}).encode())
+    finally:
+        await sink.close()
+
+
+def _sizes_in(state_dir: Path) -> list[tuple[str, str]]:
+    """The thumbnail sizes earlier jobs stored in an output: its plain download manifest's
+    query and every distributed query recorded beside the tile markers."""
+    from ..journal import Journal
+    from ..services.mapillary.download import MANIFEST_FILE
+
+    found = []
+    manifest = state_dir / MANIFEST_FILE
+    if manifest.is_file():
+        journal = Journal(manifest)
+        try:
+            query = journal.table("download_query").get("query")
+        finally:
+            journal.close()
+        if isinstance(query, dict) and query.get("size"):
+            found.append((str(query["size"]), "an earlier 'amly download images'"))
+    for q in sorted((state_dir / "tiles").glob("*.json")):
+        try:
+            size = json.loads(q.read_bytes())["query"]["size"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        found.append((str(size), "an earlier --dask/--shard job"))
+    return found
 
 
 def run_tasks(
@@ -347,7 +387,7 @@ def run_job(
     worker at a time, so a country's tens of thousands of groups never sit in memory."""
     t0 = time.monotonic()
     result = JobResult()
-    asyncio.run(_open(spec.out))
+    asyncio.run(_open(spec))
     prepare(client, spec)
     client.run_on_scheduler(_forget_progress, job=spec.job)
 
@@ -413,7 +453,7 @@ def run_shard(
     call = local_caller(bank)
 
     async def main() -> TileStats:
-        await _open(spec.out)
+        await _open(spec)
         if spec.query.method == "search":  # one group at a time, each searched as a whole
             stats = TileStats()
             for g in chosen:
