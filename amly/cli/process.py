@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import DuplicateError, UsageError
@@ -68,6 +69,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--geojson", metavar="PATH", help="also write sequences and flagged photos")
     add_report_option(p)
     add_s3_options(p)
+    p.add_argument(
+        "--dask",
+        metavar="SCHEDULER",
+        help="read the photos on a Dask cluster: local:N or tcp://HOST:8786 (needs amly[dask]; "
+        "the folders at the same paths on every worker); sequences are built here",
+    )
     add_output_options(p)
     p.set_defaults(func=run)
 
@@ -85,10 +92,32 @@ def write_description(path: str | os.PathLike[str], entries: list[dict[str, Any]
     atomic_write(path, _official_json(entries))
 
 
+def _groups(args: argparse.Namespace, options: Any, progress: Any, folders: Any) -> Iterator[Any]:
+    """The folders' results, read in local processes or, with ``--dask``, on the cluster."""
+    from ..pipeline import iter_groups
+
+    if not args.dask:
+        yield from iter_groups(args.dirs, options, on_read=progress.update, folders=folders)
+        return
+    from ..distributed.cluster import connect
+    from ..distributed.pool import DaskPool
+
+    dask, cluster = connect(args.dask)
+    try:
+        pool = DaskPool(dask)
+        yield from iter_groups(
+            args.dirs, options, on_read=progress.update, folders=folders, pool=pool
+        )
+    finally:
+        dask.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import description
     from .._atomic import atomic_write
-    from ..pipeline import description_entries, geojson_features, iter_groups, scan
+    from ..pipeline import description_entries, geojson_features, scan
 
     if args.desc_path == "-" and args.json:
         raise UsageError("--desc-path - and --json both want stdout; pick one")
@@ -107,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     features: list[dict[str, Any]] = []
     by_type: dict[str, int] = {}
     report = report_from_args(args, "amly process: " + ", ".join(args.dirs))
-    for group in iter_groups(args.dirs, options, on_read=progress.update, folders=folders):
+    for group in _groups(args, options, progress, folders):
         root = group.folder.root if group.folder.root in entries else roots[0]
         entries.setdefault(root, []).extend(description_entries(group))
         if report is not None:
