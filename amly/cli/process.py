@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import DuplicateError, UsageError
@@ -70,6 +71,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--geojson", metavar="PATH", help="also write sequences and flagged photos")
     add_report_option(p)
     add_s3_options(p)
+    p.add_argument(
+        "--dask",
+        metavar="SCHEDULER",
+        help="read the photos on a Dask cluster: local:N or tcp://HOST:8786 (needs amly[dask]; "
+        "the folders at the same paths on every worker); sequences are built here",
+    )
     add_output_options(p)
     p.set_defaults(func=run)
 
@@ -135,10 +142,32 @@ def _videos(
         )
 
 
+def _groups(args: argparse.Namespace, options: Any, progress: Any, folders: Any) -> Iterator[Any]:
+    """The folders' results, read in local processes or, with ``--dask``, on the cluster."""
+    from ..pipeline import iter_groups
+
+    if not args.dask:
+        yield from iter_groups(args.dirs, options, on_read=progress.update, folders=folders)
+        return
+    from ..distributed.cluster import connect
+    from ..distributed.pool import DaskPool
+
+    dask, cluster = connect(args.dask)
+    try:
+        pool = DaskPool(dask)
+        yield from iter_groups(
+            args.dirs, options, on_read=progress.update, folders=folders, pool=pool
+        )
+    finally:
+        dask.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import description
     from .._atomic import atomic_write
-    from ..pipeline import description_entries, geojson_features, iter_groups, scan
+    from ..pipeline import description_entries, geojson_features, scan
 
     if args.desc_path == "-" and args.json:
         raise UsageError("--desc-path - and --json both want stdout; pick one")
@@ -157,11 +186,7 @@ def run(args: argparse.Namespace) -> int:
     features: list[dict[str, Any]] = []
     by_type: dict[str, int] = {}
     report = report_from_args(args, "amly process: " + ", ".join(args.dirs))
-    groups = (
-        iter_groups(args.dirs, options, on_read=progress.update, folders=folders)
-        if options.images
-        else ()
-    )
+    groups = _groups(args, options, progress, folders) if options.images else iter(())
     for group in groups:
         root = group.folder.root if group.folder.root in entries else roots[0]
         entries.setdefault(root, []).extend(description_entries(group))

@@ -38,9 +38,15 @@ def run(args: argparse.Namespace) -> int:
         for f in sampled.failures:
             hint = f" -> {f['hint']}" if f.get("hint") else ""
             print(f"  {f['file']}: {f['error']}{hint}", file=sys.stderr)
-    args.dirs = [args.output]
-    args.desc_path = None
-    args.geojson = None
-    args.filetypes = "image"  # the frames; the videos themselves are not in OUT
-    code = process.run(args)
+    # process's own defaults for every option it has and this verb does not (--report,
+    # --dask, storage options...), then the shared ones as given here
+    parser = argparse.ArgumentParser()
+    process.register(parser.add_subparsers())
+    merged = parser.parse_args(["process", args.output])
+    for key, value in vars(args).items():
+        if hasattr(merged, key):
+            setattr(merged, key, value)
+    merged.dirs = [args.output]
+    merged.filetypes = "image"  # the frames; the videos themselves are not in OUT
+    code = process.run(merged)
     return max(code, sampled.exit_code)
