@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 from collections.abc import AsyncIterable, Callable, Iterable
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 from ..errors import APIError, AuthError, FileError, MetadataError
 from ..journal import Journal
@@ -171,7 +171,8 @@ class SequenceState:
 class Target(Protocol):
     """A service (or store) that sequences are uploaded to. The engine calls, in order:
     :meth:`open` once; per sequence :meth:`begin`; per image :meth:`prepare` (in a worker
-    thread) and :meth:`send` (or :meth:`send_file` for a zip; videos go to a :class:`VideoTarget`); :meth:`finish`
+    thread) and :meth:`send` (or :meth:`prepare_file` and :meth:`send_file` for a zip or a video);
+    :meth:`finish`
     once every image of the sequence has a receipt.
 
     A target raises :class:`~amly.AuthError` to stop the run, :class:`~amly.APIError` with a
@@ -205,14 +206,18 @@ class Target(Protocol):
         can be on the server from us."""
         ...
 
-    async def send_file(
-        self, state: SequenceState, key: str, path: str, size: int
-    ) -> tuple[str, int]:
-        """Send a large file (a zip) streamed from disk; as :meth:`send`."""
+    def prepare_file(self, seq: UploadSequence) -> tuple[str, int, Any]:
+        """In a worker thread, for a sequence that is one file (a zip, a video): its content
+        key, the size it will have when sent, and what :meth:`send_file` streams from (a
+        path, or a video's rebuild plan). :class:`~amly.FileError` for a file this target
+        does not take (Panoramax takes no zips; only Mapillary takes videos)."""
         ...
 
-    def file_key(self, path: str) -> tuple[str, int]:
-        """In a worker thread: the content key and size of a large file."""
+    async def send_file(
+        self, state: SequenceState, key: str, prepared: Any, size: int
+    ) -> tuple[str, int]:
+        """Send a file :meth:`prepare_file` prepared, streamed (never whole in memory);
+        as :meth:`send`."""
         ...
 
     async def finish(
@@ -221,22 +226,6 @@ class Target(Protocol):
         """Turn a sequence's receipts into what the service keeps (a cluster, a completed
         upload set); return its id. Called again after a crash, it must not make a second one:
         keep progress in ``state.record`` (``state.save()``)."""
-        ...
-
-
-class VideoTarget(Target, Protocol):
-    """A target that takes videos too (Mapillary: as CAMM MP4s). The engine checks for these
-    methods; a target without them fails each video with a clear message."""
-
-    def video_key(self, video: Any) -> tuple[str, int, Any]:
-        """In a worker thread: the content key, size and prepared stream of a video
-        (:class:`amly.video.VideoSource`), for :meth:`send_video`."""
-        ...
-
-    async def send_video(
-        self, state: SequenceState, key: str, prepared: Any, size: int
-    ) -> tuple[str, int]:
-        """Send a video prepared by :meth:`video_key` (streamed, resumable); as :meth:`send`."""
         ...
 
 
@@ -369,13 +358,9 @@ class Uploader:
             self.result.sequences.append(state.result)
             self.progress.sequences_total += 1
             self.progress.images_total += seq.size
-            if seq.video is not None:
+            if seq.video is not None or seq.zip_path is not None:
                 await self._slots.acquire()
-                self._spawn(self._video(state))
-                continue
-            if seq.zip_path is not None:
-                await self._slots.acquire()
-                self._spawn(self._zip(state))
+                self._spawn(self._single(state))
                 continue
             state.ready = asyncio.ensure_future(self._begin(state))
             futures = []
@@ -551,96 +536,50 @@ class Uploader:
         record = self.sequences_table.get(self._jkey(checksum)) or {}
         return bool(record.get("cluster_id"))
 
-    # -- a video ------------------------------------------------------------------------------
+    # -- a sequence that is one file (a zip, a video) --------------------------------------------
 
-    async def _video(self, state: SequenceState) -> None:
-        """One video: rebuilt as CAMM (streamed), sent resumably, finished as
-        ``mly_camm_video``; journaled like a zip (receipt by key, finish by checksum)."""
-        video = state.seq.video
+    async def _single(self, state: SequenceState) -> None:
+        """One file sent as it is prepared (a zip as it is; a video rebuilt as CAMM, streamed)
+        and finished alone; journaled like images (receipt by key, finish by checksum)."""
+        seq = state.seq
+        path = seq.video.path if seq.video is not None else seq.zip_path
+        assert path is not None
+        file_type = "mly_camm_video" if seq.video is not None else "zip"
         res = state.result
-        target = self.target
         try:
-            if not hasattr(target, "video_key") or not hasattr(target, "send_video"):
-                self._file_failed(
-                    state,
-                    FileError(
-                        video.path,
-                        f"the {target.name} target does not take videos",
-                        hint="upload videos to Mapillary (or an amly server)",
-                    ),
-                )
-                res.error = "videos not supported by this target"
-                return
-            vt = cast(VideoTarget, target)
             loop = asyncio.get_running_loop()
             try:
-                key, size, prepared = await loop.run_in_executor(self._pool, vt.video_key, video)
+                key, size, prepared = await loop.run_in_executor(
+                    self._pool, self.target.prepare_file, seq
+                )
             except FileError as e:
                 self._file_failed(state, e)
-                res.error = "unusable video"
+                res.error = e.message
                 return
             except OSError as e:
-                self._file_failed(state, FileError(video.path, f"cannot read: {e.strerror or e}"))
-                res.error = "unreadable video"
+                self._file_failed(state, FileError(path, f"cannot read: {e.strerror or e}"))
+                res.error = "unreadable file"
                 return
-            except ValueError as e:  # a track with no point inside the video
-                self._file_failed(state, FileError(video.path, f"cannot rebuild: {e}"))
-                res.error = "no track to write"
+            except ValueError as e:  # a video whose track has no point inside it
+                self._file_failed(state, FileError(path, f"cannot rebuild: {e}"))
+                res.error = "nothing to send"
                 return
             state.keys = [key]
-            checksum = sequence_checksum([key], state.seq.organization_id)
+            checksum = sequence_checksum([key], seq.organization_id)
             receipt = self._journal_receipt(key)
             if receipt is None and not self._finished(checksum):
                 await self.target.begin(state)
                 async with self._net:
-                    receipt, sent = await vt.send_video(state, key, prepared, size)
+                    receipt, sent = await self.target.send_file(state, key, prepared, size)
                 self._journal_put_receipt(key, receipt)
                 if not sent:
                     res.cached += 1
             elif receipt is not None:
                 res.cached += 1
-            res.images += 1
+            res.images += seq.size
             res.bytes += size
-            await self._finish_sequence(
-                state, checksum, [receipt] if receipt else [], "mly_camm_video"
-            )
-            self._notify(images=1, nbytes=size, sequences=1)
-        except APIError as e:
-            if not self._per_file(e):
-                self._abort(e)
-                return
-            res.error = f"upload failed: {e.message}"
-            self._file_failed(state, FileError(video.path, f"rejected: {e.message}"))
-        finally:
-            self._slots.release()
-
-    # -- a zip --------------------------------------------------------------------------------
-
-    async def _zip(self, state: SequenceState) -> None:
-        path = state.seq.zip_path
-        assert path is not None
-        res = state.result
-        try:
-            loop = asyncio.get_running_loop()
-            try:
-                key, size = await loop.run_in_executor(self._pool, self.target.file_key, path)
-            except OSError as e:
-                self._file_failed(state, FileError(path, f"cannot read: {e.strerror or e}"))
-                res.error = "unreadable zip"
-                return
-            checksum = sequence_checksum([key], state.seq.organization_id)
-            receipt = self._journal_receipt(key)
-            if receipt is None and not self._finished(checksum):
-                await self.target.begin(state)
-                async with self._net:
-                    receipt, _sent = await self.target.send_file(state, key, path, size)
-                self._journal_put_receipt(key, receipt)
-            elif receipt is not None:
-                res.cached += 1
-            res.images += state.seq.size
-            res.bytes += size
-            await self._finish_sequence(state, checksum, [receipt] if receipt else [], "zip")
-            self._notify(images=state.seq.size, nbytes=size, sequences=1)
+            await self._finish_sequence(state, checksum, [receipt] if receipt else [], file_type)
+            self._notify(images=seq.size, nbytes=size, sequences=1)
         except APIError as e:
             if not self._per_file(e):
                 self._abort(e)

@@ -5,7 +5,7 @@ staging area or an archive.
 Layout: ``PREFIX/<sequence>/<photo name>`` (the photo with its description embedded, exactly
 the bytes Mapillary would receive), ``PREFIX/<sequence>/mapillary_image_description.json``
 (the official description file of the sequence, written last: a sequence is complete once
-it is there), and zips or videos as ``PREFIX/<file name>`` in concurrent multipart.
+it is there), and zips as ``PREFIX/<file name>`` in concurrent multipart (videos: not yet).
 
 Exactly once: every object key is deterministic and each PUT is checked (MD5/ETag), so a
 retried PUT replaces identical bytes and never makes a second object; the upload engine's
@@ -22,10 +22,11 @@ import posixpath
 from typing import Any
 
 from ..description import DESCRIPTION_FILE, embeddable
+from ..errors import FileError
 from ..journal import Journal
 from ..services.mapillary.upload import file_key, prepare_image
 from ..services.upload import SequenceState
-from ..types import UploadImage
+from ..types import UploadImage, UploadSequence
 from .s3 import S3Client
 from .s3_config import S3Config, S3Location
 from .s3_multipart import DEFAULT_THRESHOLD, upload_file
@@ -92,8 +93,16 @@ class S3Target:
     def prepare(self, image: UploadImage) -> tuple[str, bytes]:
         return prepare_image(image)
 
-    def file_key(self, path: str) -> tuple[str, int]:
-        return file_key(path, os.path.splitext(path)[1] or ".bin")
+    def prepare_file(self, seq: UploadSequence) -> tuple[str, int, Any]:
+        if seq.video is not None:
+            raise FileError(
+                seq.video.path,
+                "the s3 target does not take videos yet",
+                hint="upload videos to Mapillary (or an amly server)",
+            )
+        assert seq.zip_path is not None
+        key, size = file_key(seq.zip_path, os.path.splitext(seq.zip_path)[1] or ".bin")
+        return key, size, seq.zip_path
 
     async def begin(self, state: SequenceState) -> None:
         return None
@@ -112,6 +121,7 @@ class S3Target:
     async def send_file(
         self, state: SequenceState, key: str, path: str, size: int
     ) -> tuple[str, int]:
+        """``path``: what :meth:`prepare_file` prepared (a zip's path)."""
         obj = self.loc.join(os.path.basename(path))
         if size <= DEFAULT_THRESHOLD:
             data = await asyncio.to_thread(_read, path)

@@ -27,7 +27,7 @@ from ...description import dumps, embeddable
 from ...errors import APIError, FileError, MetadataError
 from ...net import Retry, Transport
 from ...net.transport import decode_json, error_from_response
-from ...types import UploadImage
+from ...types import UploadImage, UploadSequence
 from ..upload import SequenceState
 from .auth import me
 
@@ -139,23 +139,15 @@ class MapillaryTarget:
     def prepare(self, image: UploadImage) -> tuple[str, bytes]:
         return prepare_image(image)
 
-    def file_key(self, path: str) -> tuple[str, int]:
-        return file_key(path, ".zip")
+    def prepare_file(self, seq: UploadSequence) -> tuple[str, int, Any]:
+        """A zip as it is; a video rebuilt as a CAMM MP4 (its plan: streamed when sent)."""
+        if seq.video is not None:
+            from ...video._upload import video_key
 
-    def video_key(self, video: Any) -> tuple[str, int, Any]:
-        """The CAMM rebuild of a video, its md5 session key and size (a full read)."""
-        from ...video._upload import video_key
-
-        return video_key(video)
-
-    async def send_video(
-        self, state: SequenceState, key: str, prepared: Any, size: int
-    ) -> tuple[str, int]:
-        from ...video._upload import layout_chunks
-
-        return await self._resumable(
-            key, size, lambda offset: layout_chunks(prepared, offset), state
-        )
+            return video_key(seq.video)
+        assert seq.zip_path is not None
+        key, size = file_key(seq.zip_path, ".zip")
+        return key, size, seq.zip_path
 
     async def begin(self, state: SequenceState) -> None:
         return None  # a Mapillary sequence exists only once it is finished
@@ -167,9 +159,17 @@ class MapillaryTarget:
         return await self._resumable(key, len(data), lambda offset: view[offset:], state, fresh)
 
     async def send_file(
-        self, state: SequenceState, key: str, path: str, size: int
+        self, state: SequenceState, key: str, prepared: Any, size: int
     ) -> tuple[str, int]:
-        return await self._resumable(key, size, lambda offset: file_chunks(path, offset), state)
+        if isinstance(prepared, str):
+            return await self._resumable(
+                key, size, lambda offset: file_chunks(prepared, offset), state
+            )
+        from ...video._upload import layout_chunks
+
+        return await self._resumable(
+            key, size, lambda offset: layout_chunks(prepared, offset), state
+        )
 
     async def finish(
         self, state: SequenceState, checksum: str, receipts: list[str], file_type: str
