@@ -6,7 +6,8 @@ One PostgreSQL 15 + PostGIS cluster per session (``initdb`` in a temporary folde
 (``CREATE DATABASE ... TEMPLATE``: a file copy, no migration) served by gunicorn the way upstream
 deploys geovisio (``geovisio:create_app()``, several workers x threads: the Flask development
 server deadlocks its database pool under concurrent uploads). Pictures are prepared by the
-server's own background thread, as on a small real instance.
+server's own background worker (``panoramax_backend picture-worker``, polling the job queue), as
+upstream's compose file runs it.
 
 geovisio lives in its own virtualenv (it needs Python >= 3.11 and pins a large dependency set):
 ``.venv-geovisio`` at the repository root, installed by ``.ci/run``; ``AMLY_GEOVISIO_VENV``
@@ -285,11 +286,12 @@ class PanoramaxServer:
     auth: bool = False
     workers: int = 2
     threads: int = 4
-    # background picture-preparation threads per gunicorn worker (geovisio's default is 1)
-    process_threads: int = 1
+    # separate picture-worker processes (each one thread), as upstream's compose file runs them
+    picture_workers: int = 1
     db: str = ""
     port: int = 0
     proc: subprocess.Popen[bytes] | None = None
+    pworkers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     root: Path | None = None
 
     @property
@@ -309,9 +311,23 @@ class PanoramaxServer:
             self.cluster.url(self.db),
             self.root / "fs",
             API_FORCE_AUTH_ON_UPLOAD="true" if self.auth else "false",
-            PICTURE_PROCESS_THREADS_LIMIT=str(self.process_threads),
-            DB_MAX_CNX=str(self.threads + 2 * self.process_threads + 2),
+            # No preparation threads inside the API processes: their executor only runs when a
+            # request kicks it and can strand a set's dispatch job (seen here with 3 sets in
+            # flight). Upstream runs separate picture workers that poll the job queue.
+            PICTURE_PROCESS_THREADS_LIMIT="0",
+            DB_MAX_CNX=str(self.threads + 2),
         )
+        wlog = open(self.root / "worker.log", "wb")  # noqa: SIM115 - lives as long as the server
+        for _ in range(self.picture_workers):
+            self.pworkers.append(
+                subprocess.Popen(
+                    [str(GEOVISIO_VENV / "bin" / "panoramax_backend"), "picture-worker"],
+                    env={**env, "PICTURE_PROCESS_THREADS_LIMIT": "1"},
+                    stdout=wlog,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
         log = open(self.root / "gunicorn.log", "wb")  # noqa: SIM115 - lives as long as the server
         self.proc = subprocess.Popen(
             [
@@ -357,14 +373,17 @@ class PanoramaxServer:
             return json.loads(r.read())
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        for p in [*self.pworkers, *([self.proc] if self.proc is not None else [])]:
+            if p.poll() is None:
+                p.terminate()
+        for p in [*self.pworkers, *([self.proc] if self.proc is not None else [])]:
             try:
-                self.proc.wait(20)
+                p.wait(20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                p.kill()
+                p.wait()
         self.proc = None
+        self.pworkers = []
         if self.db:
             self.cluster.drop_database(self.db)
             self.db = ""

@@ -31,6 +31,7 @@ examples:
   amly upload seq0.zip seq1.zip
   amly upload photos/ --endpoint http://127.0.0.1:8080   # a local amly server
   amly upload photos/ --dry-run                # what would be sent, no network
+  amly upload trips/ --subfolders --to panoramax --api-url https://panoramax.example.org --wait
 
 exit codes: 0 everything uploaded (or already uploaded), 1 some files or sequences failed
 (listed; rerun to finish them), 2 bad arguments, 3 authentication failed, 4 the server or
@@ -74,6 +75,24 @@ def _upload_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dry-run", action="store_true", help="list what would be uploaded, send nothing"
     )
+    t = p.add_argument_group("target")
+    t.add_argument(
+        "--to",
+        choices=("mapillary", "panoramax"),
+        default="mapillary",
+        help="the service to upload to [mapillary]",
+    )
+    t.add_argument(
+        "--api-url",
+        metavar="URL",
+        help="with --to panoramax: the instance's base URL (token: PANORAMAX_TOKEN, else "
+        "'amly auth --service panoramax')",
+    )
+    t.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --to panoramax: return once the server has prepared every picture",
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -116,6 +135,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _check(args: argparse.Namespace) -> None:
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    if args.to == "panoramax":
+        from ._panoramax import check_upload_args
+
+        check_upload_args(args)
+    elif args.api_url or args.wait:
+        raise UsageError("--api-url and --wait go with --to panoramax")
     if args.organization_id is not None and not str(args.organization_id).isdigit():
         raise UsageError("--organization-id must be numeric")
 
@@ -152,6 +177,10 @@ def _run(
 ) -> int:
     from ..api.client import Client
 
+    if args.to == "panoramax":
+        from ._panoramax import run_upload
+
+        return run_upload(args, paths, options, trees=trees, processed=_processed)
     summary = Summary("upload" if trees is None else "process-and-upload")
     progress = Progress("upload", None, enabled=not (args.no_progress or args.quiet))
     done = {"images": 0}

@@ -1,0 +1,1 @@
+"""The street-level imagery services amly speaks to, one subpackage each."""
