@@ -13,6 +13,8 @@ import stat
 import tempfile
 from collections.abc import Iterable
 
+from .errors import FileError
+
 
 def atomic_write(path: str | os.PathLike[str], chunks: bytes | Iterable[bytes]) -> None:
     """Replace ``path`` with ``chunks`` atomically.
@@ -64,3 +66,24 @@ def fsync_dir(directory: str) -> None:
         pass
     finally:
         os.close(dfd)
+
+
+def move_file(src: str, dst: str) -> None:
+    """Move ``src`` to ``dst`` atomically without ever replacing an existing ``dst``.
+
+    ``os.link`` fails if ``dst`` exists (no check-then-rename race); across filesystems, where
+    links are impossible, it falls back to a rename after an existence check.
+    """
+    os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        raise FileError(
+            src, f"not moved: {dst} already exists", hint="move or rename that file first"
+        ) from None
+    except OSError:
+        if os.path.lexists(dst):
+            raise FileError(src, f"not moved: {dst} already exists") from None
+        os.rename(src, dst)
+        return
+    os.unlink(src)

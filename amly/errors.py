@@ -15,15 +15,20 @@ from typing import Any
 class AmlyError(Exception):
     """Base of every error amly raises on purpose.
 
-    ``hint`` tells the user what to do about it; ``exit_code`` is what the CLI exits with.
+    ``hint`` tells the user what to do about it, in the library's words; ``options`` names
+    the options concerned (``"offset_time"``, ``"endpoint"``...), which the CLI shows as its
+    flags. ``exit_code`` is what the CLI exits with.
     """
 
     exit_code = 1
 
-    def __init__(self, message: str, *, hint: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, hint: str | None = None, options: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.options = options
 
     def __str__(self) -> str:
         return f"{self.message} ({self.hint})" if self.hint else self.message
@@ -48,8 +53,9 @@ class FileError(AmlyError):
         *,
         hint: str | None = None,
         vars: dict[str, Any] | None = None,
+        options: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(message, hint=hint)
+        super().__init__(message, hint=hint, options=options)
         self.path = os.fspath(path)
         self.vars = vars or {}
 
@@ -59,7 +65,8 @@ class FileError(AmlyError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Keyword-only arguments do not survive default pickling: needed across the process pool.
-        return (_rebuild_file_error, (type(self), self.path, self.message, self.hint, self.vars))
+        args = (type(self), self.path, self.message, self.hint, self.vars, self.options)
+        return (_rebuild_file_error, args)
 
     def to_description_error(self) -> dict[str, Any]:
         """The ``error`` object of a failed entry in ``mapillary_image_description.json``."""
@@ -67,9 +74,14 @@ class FileError(AmlyError):
 
 
 def _rebuild_file_error(
-    cls: type[FileError], path: str, message: str, hint: str | None, vars: dict[str, Any]
+    cls: type[FileError],
+    path: str,
+    message: str,
+    hint: str | None,
+    vars: dict[str, Any],
+    options: tuple[str, ...] = (),
 ) -> FileError:
-    return cls(path, message, hint=hint, vars=vars)
+    return cls(path, message, hint=hint, vars=vars, options=options)
 
 
 class MetadataError(FileError):
@@ -115,7 +127,10 @@ class ZigZagError(FileError):
 
 
 class APIError(AmlyError):
-    """The server answered with an error we will not (or may no longer) retry."""
+    """The server answered with an error we will not (or may no longer) retry, or could not
+    be reached at all: rerun later to resume."""
+
+    exit_code = 4
 
     def __init__(
         self,
@@ -125,8 +140,9 @@ class APIError(AmlyError):
         code: int | None = None,
         subcode: int | None = None,
         hint: str | None = None,
+        options: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(message, hint=hint)
+        super().__init__(message, hint=hint, options=options)
         self.status = status
         self.code = code
         self.subcode = subcode

@@ -308,6 +308,30 @@ def quarter(bbox: BBox) -> list[BBox]:
 _MAX_LAT = 85.0511287798066
 
 
+def mercator(lon: float, lat: float, zoom: int) -> tuple[float, float]:
+    """Fractional web-mercator tile coordinates ``(x, y)`` of a position at ``zoom`` (y grows
+    southwards; latitudes beyond the projection's edge are clamped). The one implementation
+    every tile computation uses (enumeration, the server's tiles, decoding).
+
+    >>> mercator(0.0, 0.0, 1)
+    (1.0, 1.0)
+    """
+    lat = max(-_MAX_LAT, min(_MAX_LAT, lat))
+    n = 2**zoom
+    r = math.radians(lat)
+    return (lon + 180.0) / 360.0 * n, (1.0 - math.asinh(math.tan(r)) / math.pi) / 2.0 * n
+
+
+def unmercator(x: float, y: float, zoom: int) -> tuple[float, float]:
+    """``(lon, lat)`` of fractional tile coordinates: the inverse of :func:`mercator`.
+
+    >>> [round(v, 6) for v in unmercator(*mercator(13.405, 52.52, 14), 14)]
+    [13.405, 52.52]
+    """
+    n = 2**zoom
+    return x / n * 360.0 - 180.0, math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * y / n))))
+
+
 def tile(lon: float, lat: float, zoom: int) -> tuple[int, int, int]:
     """The ``(x, y, z)`` web-mercator tile containing a position.
 
@@ -316,11 +340,8 @@ def tile(lon: float, lat: float, zoom: int) -> tuple[int, int, int]:
     >>> tile(13.405, 52.52, 14)
     (8802, 5373, 14)
     """
-    lat = max(-_MAX_LAT, min(_MAX_LAT, lat))
     n = 2**zoom
-    x = (lon + 180.0) / 360.0 * n
-    r = math.radians(lat)
-    y = (1.0 - math.log(math.tan(r) + 1.0 / math.cos(r)) / math.pi) / 2.0 * n
+    x, y = mercator(lon, lat, zoom)
     return min(n - 1, max(0, int(x))), min(n - 1, max(0, int(y))), zoom
 
 
@@ -330,12 +351,9 @@ def tile_bounds(x: int, y: int, zoom: int) -> BBox:
     >>> tile_bounds(0, 0, 0) == (-180.0, -_MAX_LAT, 180.0, _MAX_LAT)
     True
     """
-    n = 2**zoom
-
-    def lat_of(yy: int) -> float:
-        return math.degrees(math.atan(math.sinh(math.pi * (1 - 2 * yy / n))))
-
-    return (x / n * 360.0 - 180.0, lat_of(y + 1), (x + 1) / n * 360.0 - 180.0, lat_of(y))
+    w, n = unmercator(x, y, zoom)
+    e, s = unmercator(x + 1, y + 1, zoom)
+    return (w, s, e, n)
 
 
 def tiles(bbox: BBox, zoom: int) -> list[tuple[int, int, int]]:

@@ -352,8 +352,8 @@ def find_duplicates(
                     image.path,
                     f"duplicate of {os.path.basename(last.path)}: {d:.3g} m away"
                     + (f", heading {diff:.3g} degrees off" if diff is not None else ""),
-                    hint=f"within {min_distance:g} m and {min_angle:g} degrees "
-                    "(--duplicate-distance/--duplicate-angle)",
+                    hint=f"within {min_distance:g} m and {min_angle:g} degrees",
+                    options=("duplicate_distance", "duplicate_angle"),
                     vars={"distance": d, "angle_diff": diff, "duplicate_of": last.path},
                 )
             )
@@ -635,7 +635,10 @@ def process(images: Iterable[ImageMeta], options: ProcessOptions | None = None) 
         elif not image.has_position():
             errors.append(
                 GeotagError(
-                    image.path, "no GPS position", hint="geotag it from a GPX track (--gpx)"
+                    image.path,
+                    "no GPS position",
+                    hint="geotag it from a GPX track",
+                    options=("gpx",),
                 )
             )
         else:

@@ -68,3 +68,32 @@ class Sequence:
     images: list[ImageMeta]
     organization_id: str | None = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class UploadImage:
+    """One image to upload and the description its uploaded bytes carry (allowed keys only);
+    the file on disk is never changed."""
+
+    path: str
+    description: dict[str, Any]
+    size: int = 0
+    """The file's size when known (bounds the bytes held in memory); 0: unknown."""
+
+
+@dataclasses.dataclass
+class UploadSequence:
+    """One future cluster (Mapillary) or upload set (Panoramax): ordered images, or one zip
+    file of a sequence (``zip_path``). ``name`` is stable across runs (resume keys on it)."""
+
+    name: str
+    images: list[UploadImage] = dataclasses.field(default_factory=list)
+    organization_id: str | None = None
+    zip_path: str | None = None
+
+    @property
+    def size(self) -> int:
+        """Images in the sequence (a zip counts its entries)."""
+        if self.zip_path is not None:
+            return len(self.images) or 1
+        return len(self.images)

@@ -3,6 +3,7 @@ printed), login, and the token resolution order every verb uses."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import stat
@@ -14,11 +15,28 @@ from typing import Any
 
 import pytest
 
-from amly.api import auth
 from amly.config import Endpoints, Secret
 from amly.errors import AuthError
+from amly.net import Transport
 from amly.server.auth import STORE_KEY, ensure_user
 from amly.server.testing import RunningServer, running_server
+from amly.services.mapillary import auth
+
+
+def _resolve(ends: Endpoints | None = None, profile: str | None = None) -> Secret:
+    async def main() -> Secret:
+        async with Transport(ends or Endpoints.from_env()) as t:
+            return await auth.resolve_token(t, profile)
+
+    return asyncio.run(main())
+
+
+def _verify(token: Secret, ends: Endpoints) -> dict[str, Any]:
+    async def main() -> dict[str, Any]:
+        async with Transport(ends) as t:
+            return await auth.me(t, token)
+
+    return asyncio.run(main())
 
 
 @pytest.fixture
@@ -129,7 +147,7 @@ def test_login_with_email_and_password(srv: RunningServer, home: Path) -> None:
     entry = json.loads((home / "profiles.json").read_text())["profiles"]["bob"]
     assert entry["username"] == "bob"
     token = Secret(entry["token"])
-    assert auth.verify_token(token, Endpoints.local(srv.url))["username"] == "bob"
+    assert _verify(token, Endpoints.local(srv.url))["username"] == "bob"
     p = amly(
         home, "--endpoint", srv.url, "--email", "bob@x.org", "--password", "-", input="wrong\n"
     )
@@ -142,30 +160,34 @@ def test_login_with_email_and_password(srv: RunningServer, home: Path) -> None:
 def test_resolution_order(srv: RunningServer, home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ends = Endpoints.local(srv.url)
     with pytest.raises(AuthError, match="amly auth"):
-        auth.resolve_token()
+        _resolve()
     # a login from the environment
     monkeypatch.setenv("MAPILLARY_EMAIL", "bob@x.org")
     monkeypatch.setenv("MAPILLARY_PASSWORD", "hunter2 hunter2")
-    logged_in = auth.resolve_token(endpoints=ends)
-    assert auth.verify_token(logged_in, ends)["username"] == "bob"
+    logged_in = _resolve(ends)
+    assert _verify(logged_in, ends)["username"] == "bob"
     # a saved profile beats the login
     auth.save_profile("default", Secret(srv.token))
-    assert auth.resolve_token(endpoints=ends) == Secret(srv.token)
+    assert _resolve(ends) == Secret(srv.token)
     with pytest.raises(AuthError, match="no saved profile 'other'"):
-        auth.resolve_token("other", endpoints=ends)
+        _resolve(ends, "other")
     # the environment beats everything
     monkeypatch.setenv("MAPILLARY_ACCESS_TOKEN", "MLY|7|" + "e" * 32)
-    assert auth.resolve_token(endpoints=ends).reveal() == "MLY|7|" + "e" * 32
+    assert _resolve(ends).reveal() == "MLY|7|" + "e" * 32
     # the 2014 hashes are refused with what to do instead
     monkeypatch.setenv("MAPILLARY_SIGNATURE_HASH", "abc")
     with pytest.raises(AuthError, match="obsolete") as e:
-        auth.resolve_token()
+        _resolve()
     assert "MAPILLARY_ACCESS_TOKEN" in str(e.value) and "2014" in str(e.value)
 
 
 def test_obsolete_hashes_in_cli(home: Path) -> None:
     p = subprocess.run(
-        [sys.executable, "-c", "from amly.api.auth import resolve_token; resolve_token()"],
+        [
+            sys.executable,
+            "-c",
+            "import asyncio, amly\nasync def m():\n    async with amly.Client(journal=False) as c:\n        await c.token()\nasyncio.run(m())",
+        ],
         env={**os.environ, "AMLY_HOME": str(home), "MAPILLARY_PERMISSION_HASH": "x"},
         capture_output=True,
         text=True,

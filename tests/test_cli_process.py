@@ -16,6 +16,7 @@ import pytest
 from _process_helpers import add_bad_files, amly, amly_json, drive, write_drive
 
 from amly import pipeline, synth
+from amly.errors import FileError
 
 DESC = "mapillary_image_description.json"
 
@@ -119,16 +120,13 @@ def test_producer_emits_folder_by_folder(tmp_path: Path) -> None:
         write_drive(tmp_path / f"f{k}", drive(30, seed=k))
 
     async def main() -> tuple[int, int, int]:
-        queue: asyncio.Queue = asyncio.Queue(maxsize=1)
         report = pipeline.Report()
-        task = asyncio.create_task(pipeline.produce([tmp_path], None, queue, report=report))
-        first = await queue.get()
-        folders_when_first = report.folders  # the producer is at most one item ahead
-        n = 1
-        while await queue.get() is not None:
+        folders_when_first, n = 0, 0
+        async for seq in pipeline.iter_sequences([tmp_path], report=report):
+            if n == 0:
+                folders_when_first = report.folders  # the first folder's sequences come first
+                assert seq.images
             n += 1
-        await task
-        assert first is not None and first.images
         return folders_when_first, n, report.folders
 
     when_first, n, total = asyncio.run(main())
@@ -205,7 +203,7 @@ def test_pool_keeps_order_and_turns_errors_into_values() -> None:
     with pipeline.Pool(2) as pool:
         out = list(pool.map(_square, range(200), chunk=3))
     assert [o for i, o in enumerate(out) if i != 7] == [i * i for i in range(200) if i != 7]
-    assert isinstance(out[7], pipeline.FileError) and "seven" in out[7].message
+    assert isinstance(out[7], FileError) and "seven" in out[7].message
 
 
 def _relabel(image):  # type: ignore[no-untyped-def]
@@ -241,14 +239,14 @@ def test_pool_survives_a_dying_worker() -> None:
     with pipeline.Pool(2) as pool:
         out = list(pool.map(_die_on_13, range(100), chunk=10))
     assert [o for i, o in enumerate(out) if i != 13] == [i + 1 for i in range(100) if i != 13]
-    assert isinstance(out[13], pipeline.FileError) and "died" in out[13].message
+    assert isinstance(out[13], FileError) and "died" in out[13].message
 
     async def run() -> list:
         with pipeline.Pool(2) as p:
             return [x async for part in p.amap(_die_on_13, range(60), chunk=10) for x in part]
 
     out = asyncio.run(run())
-    assert out[12] == 13 and out[14] == 15 and isinstance(out[13], pipeline.FileError)
+    assert out[12] == 13 and out[14] == 15 and isinstance(out[13], FileError)
 
 
 def test_pool_workers_die_with_a_killed_parent(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ import pytest
 from _upload_helpers import check_cluster, cluster_names, clusters, photos, tree
 
 import amly
-from amly.api.upload import SequenceResult, UploadProgress, UploadResult
 from amly.metadata import read_image
 from amly.server.testing import RunningServer, running_server
+from amly.services.upload import SequenceResult, UploadProgress, UploadResult
 
 
 @pytest.fixture
@@ -110,22 +110,22 @@ def test_memory_budget_bounds_images_in_flight(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With a budget smaller than one photo, photos go one at a time (and all arrive)."""
-    from amly.api import upload as upload_mod
     from amly.server.faults import Faults
+    from amly.services.mapillary.upload import MapillaryTarget
 
     photos(tmp_path / "p", 8)
-    real = upload_mod.Uploader._upload_bytes
+    real = MapillaryTarget.send
     live = {"now": 0, "max": 0}
 
-    async def counting(self, key, data, state, **kw):  # type: ignore[no-untyped-def]
+    async def counting(self, state, key, data, **kw):  # type: ignore[no-untyped-def]
         live["now"] += 1
         live["max"] = max(live["max"], live["now"])
         try:
-            return await real(self, key, data, state, **kw)
+            return await real(self, state, key, data, **kw)
         finally:
             live["now"] -= 1
 
-    monkeypatch.setattr(upload_mod.Uploader, "_upload_bytes", counting)
+    monkeypatch.setattr(MapillaryTarget, "send", counting)
 
     def run(budget: int, srv: RunningServer) -> UploadResult:
         async def main() -> UploadResult:

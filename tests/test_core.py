@@ -15,11 +15,11 @@ from aiohttp import web
 
 from amly import description
 from amly._atomic import atomic_write
-from amly.api._http import Transport
-from amly.api._limits import RateLimiter
-from amly.api._retry import Retry, RetryPolicy, with_retries
 from amly.config import Endpoints, Secret
-from amly.errors import APIError, AuthError
+from amly.errors import APIError, AuthError, UsageError
+from amly.net import Transport
+from amly.net.limits import RateLimiter
+from amly.net.retry import Retry, RetryPolicy, with_retries
 from amly.types import ImageMeta
 
 FAST = RetryPolicy(max_attempts=5, base_delay=0.001, max_delay=0.01, rate_limit_wait=0.01)
@@ -136,7 +136,7 @@ def test_transport_refuses_token_in_url() -> None:
         async with Transport(Endpoints(), Secret("x" * 20)) as t:
             await t.graph_get("images", {"access_token": "x"})
 
-    with pytest.raises(Exception, match="token in a URL"):
+    with pytest.raises(UsageError, match="token in a URL"):
         asyncio.run(main())
 
 

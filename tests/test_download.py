@@ -28,9 +28,10 @@ from download_support import (
     truth,
 )
 
-from amly.api._http import Transport
-from amly.api.search import Filters, SearchReport, candidates, iso_millis
 from amly.config import Secret
+from amly.net import Transport
+from amly.services.mapillary.query import Filters, SearchReport, iso_millis
+from amly.services.mapillary.search import candidates
 
 
 @pytest.fixture(scope="module")
@@ -337,8 +338,8 @@ def test_organization_filter(srv: Any, tmp_path: Path, method: str) -> None:
 def test_expiring_url_is_resolved_once_more_and_succeeds(srv: Any, tmp_path: Path) -> None:
     """The CDN refuses each image's first URL (as if it expired in a queue): each image is
     resolved again right away and then downloads."""
-    from amly.api.download import download_images
     from amly.server.thumbs import SIGNER_KEY
+    from amly.services.mapillary.download import download_images
 
     signer = srv.app[SIGNER_KEY]
     box = (13.4141, 52.5141, 13.4158, 52.5158)
@@ -369,8 +370,8 @@ def test_expiring_url_is_resolved_once_more_and_succeeds(srv: Any, tmp_path: Pat
 
 def test_timeouts_are_survived(srv: Any, tmp_path: Path) -> None:
     """The server stalls past the client's timeout for a while, then recovers."""
-    from amly.api._retry import RetryPolicy
-    from amly.api.download import download_images
+    from amly.net.retry import RetryPolicy
+    from amly.services.mapillary.download import download_images
 
     box = (13.4171, 52.5171, 13.4185, 52.5185)
     expected = truth(srv, box)

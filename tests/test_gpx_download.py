@@ -14,11 +14,11 @@ import gpxpy
 import pytest
 from download_support import ROOT, SUB, amly, bbox_arg, env, seeded_server, summary, truth
 
-from amly.api._http import Transport
-from amly.api.download import sequence_track
 from amly.config import Secret
+from amly.net import Transport
 from amly.server.seed import seed_store
 from amly.server.store import Store
+from amly.services.mapillary.download import sequence_track
 
 
 @pytest.fixture(scope="module")

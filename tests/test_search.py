@@ -1,4 +1,4 @@
-"""Enumeration logic (amly.api.search): tile decoding, edge dedup, cell splitting on full
+"""Enumeration logic (amly.services.mapillary: tiles, search): tile decoding, edge dedup, cell splitting on full
 responses, time splitting of minimal cells, unsafe ids. A fake transport stands in for the
 server here (exact, scriptable truncation); tests/test_download.py runs against the real one."""
 
@@ -12,19 +12,18 @@ from typing import Any
 import mapbox_vector_tile
 import pytest
 
-from amly.api.search import (
+from amly.geo import tile, tile_bounds, tiles
+from amly.server.tiles import pixel
+from amly.services.mapillary.query import (
     Filters,
     SearchReport,
     UnsafeId,
     check_image_id,
     check_sequence_id,
-    decode_image_tile,
     in_bbox,
-    search_candidates,
-    tile_candidates,
 )
-from amly.geo import tile, tile_bounds, tiles
-from amly.server.tiles import pixel
+from amly.services.mapillary.search import search_candidates
+from amly.services.mapillary.tiles import decode_image_tile, tile_candidates
 
 
 class FakeTransport:
@@ -219,8 +218,9 @@ def test_tiles_find_everything_once_and_reject_unsafe_ids() -> None:
 
 
 def test_lazy_grids_match_geo() -> None:
-    from amly.api.search import _cell_rows, _tile_rows
     from amly.geo import split_bbox
+    from amly.services.mapillary.search import _cell_rows
+    from amly.services.mapillary.tiles import _tile_rows
 
     rnd = random.Random(5)
     boxes = [BOX, (-180.0, -85.0, 180.0, 85.0), (13.4, 52.5, 13.4 + 0.0198, 52.5 + 0.0297)]
@@ -238,7 +238,7 @@ def test_lazy_grids_match_geo() -> None:
 def test_fanout_pulls_seeds_lazily_and_splits_depth_first() -> None:
     import itertools
 
-    from amly.api.search import _fanout
+    from amly.net.flow import fanout
 
     pulled = 0
 
@@ -257,7 +257,7 @@ def test_fanout_pulls_seeds_lazily_and_splits_depth_first() -> None:
 
     async def first(n: int) -> list[Any]:
         got = []
-        async for r in _fanout(seeds(), handle, concurrency=4, buffer=8):
+        async for r in fanout(seeds(), handle, concurrency=4, buffer=8):
             got.append(r)
             if len(got) == n:
                 break
@@ -267,6 +267,6 @@ def test_fanout_pulls_seeds_lazily_and_splits_depth_first() -> None:
     assert len(got) == 40 and pulled < 100
 
     async def finite() -> list[Any]:
-        return [r async for r in _fanout([(1, 0), (2, 0), (3, 1)], handle, concurrency=3, buffer=2)]
+        return [r async for r in fanout([(1, 0), (2, 0), (3, 1)], handle, concurrency=3, buffer=2)]
 
     assert sorted(asyncio.run(finite())) == [(1, 2)] * 4 + [(2, 2)] * 4 + [(3, 2)] * 2

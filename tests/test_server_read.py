@@ -321,7 +321,7 @@ def test_uploaded_sequence_is_searchable(tmp_path: Path, monkeypatch: pytest.Mon
 
     import mapbox_vector_tile
 
-    from amly.api.client import Client
+    from amly.client import Client
     from amly.geo import tile
     from amly.synth import DrivePlan, drive, write_photos
 

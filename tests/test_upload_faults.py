@@ -10,11 +10,11 @@ import pytest
 from _upload_helpers import check_cluster, cluster_names, clusters, tree
 
 import amly
-from amly.api._retry import RetryPolicy
-from amly.api.upload import UploadProgress, UploadResult
+from amly.net.retry import RetryPolicy
 from amly.server.auth import STORE_KEY
 from amly.server.faults import Faults
 from amly.server.testing import RunningServer, running_server
+from amly.services.upload import UploadProgress, UploadResult
 
 FAST = RetryPolicy(base_delay=0.01, max_delay=0.1, rate_limit_wait=0.05)
 

@@ -17,10 +17,10 @@ import pytest
 from _upload_helpers import check_cluster, cluster_names, clusters, env_for, summary, tree
 
 import amly
-from amly.api import upload as upload_mod
-from amly.api.upload import UploadResult
 from amly.server.faults import Faults
 from amly.server.testing import RunningServer, running_server
+from amly.services.mapillary.upload import MapillaryTarget
+from amly.services.upload import UploadResult
 
 
 def _sizes_match(srv: RunningServer) -> None:
@@ -86,7 +86,7 @@ def test_crash_around_finish_never_makes_a_second_cluster(
     tree(tmp_path / "t", {"a": 8})
     root = tmp_path / "t" / "a"
     journal = tmp_path / "j.sqlite3"
-    real = upload_mod.Uploader._finish_upload
+    real = MapillaryTarget._finish_upload
 
     async def crashing(self: Any, handle: str, file_type: str, org: str | None) -> str:
         if when == "after_finish":
@@ -94,10 +94,10 @@ def test_crash_around_finish_never_makes_a_second_cluster(
         raise Crash  # ... but the process died before the journal heard of it
 
     with running_server(tmp_path / "srv") as srv:
-        monkeypatch.setattr(upload_mod.Uploader, "_finish_upload", crashing)
+        monkeypatch.setattr(MapillaryTarget, "_finish_upload", crashing)
         with pytest.raises(Crash):
             _upload(srv, root, journal)
-        monkeypatch.setattr(upload_mod.Uploader, "_finish_upload", real)
+        monkeypatch.setattr(MapillaryTarget, "_finish_upload", real)
         assert len(clusters(srv)) == (1 if when == "after_finish" else 0)
         manifests = {k for k in srv.stats.bytes_by_key if k.endswith(".json")}
         result = _upload(srv, root, journal)

@@ -10,6 +10,7 @@ A verb module defines ``register(subparsers)``, which adds its parser and sets
 3   authentication failed (missing, invalid or expired token)
 4   the server or network failed beyond the retry policy
 130 interrupted (Ctrl-C); finished work is kept, a rerun resumes
+70  an internal error (a bug in amly; -v shows the traceback)
 ==  ==========================================================================
 """
 
@@ -21,7 +22,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ..errors import AmlyError, APIError, AuthError
+from ..errors import AmlyError
+from ._common import describe_error
 
 #: Verb modules, in the order ``amly --help`` lists them (the pipeline's order).
 VERBS = [
@@ -36,6 +38,7 @@ VERBS = [
     "upload",
     "download",
     "join_gpx",
+    "report",
     "server",
     "demo",
 ]
@@ -43,7 +46,11 @@ VERBS = [
 #: Verbs registered by a module named otherwise.
 VERB_ALIASES = {"process_and_upload": "upload"}
 
-EXIT_OK, EXIT_PARTIAL, EXIT_USAGE, EXIT_AUTH, EXIT_API, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+#: Ctrl-C; the other codes are the errors' own ``exit_code`` (usage 2, auth 3, API 4) and a
+#: summary's (1 when some files failed).
+EXIT_INTERRUPTED = 130
+#: A bug in amly (not in the input): one line, and ``-v`` shows where.
+EXIT_INTERNAL = 70
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -85,12 +92,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("amly: interrupted; finished work is kept, rerun to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except AuthError as e:
-        print(f"amly: {e}", file=sys.stderr)
-        return EXIT_AUTH
-    except APIError as e:
-        print(f"amly: {e}", file=sys.stderr)
-        return EXIT_API
     except AmlyError as e:
-        print(f"amly: {e}", file=sys.stderr)
+        print(f"amly: {describe_error(e)}", file=sys.stderr)
         return e.exit_code
+    except Exception as e:
+        if getattr(args, "verbose", False):
+            raise
+        print(
+            f"amly: internal error ({type(e).__name__}); this is a bug, please report it with "
+            "the output of the same command run with -v",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL

@@ -13,38 +13,33 @@ import time
 from collections.abc import Coroutine
 from typing import Any, TextIO, TypeVar
 
-from ..errors import FileError
+from ..errors import AmlyError, FileError
 
 T = TypeVar("T")
 
 
-def add_output_options(p: argparse.ArgumentParser) -> None:
-    """``--json``, ``--quiet``, ``--verbose``, ``--no-progress``: the same on every verb."""
-    g = p.add_argument_group("output")
-    g.add_argument("--json", action="store_true", help="print a JSON summary on stdout")
-    g.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
-    g.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+def flags(options: tuple[str, ...]) -> str:
+    """The command-line flags of library option names.
+
+    >>> flags(("offset_time", "max_gap"))
+    '--offset-time, --max-gap'
+    """
+    return ", ".join("--" + o.replace("_", "-") for o in options)
 
 
-def add_timezone_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--timezone",
-        metavar="TZ",
-        help="zone of EXIF times that carry no offset (IANA name like Europe/Berlin, or "
-        "+02:00); default: this machine's zone",
-    )
+def cli_hint(e: AmlyError) -> str | None:
+    """An error's hint with the flags that concern it (the library names options only)."""
+    if not e.options:
+        return e.hint
+    see = f"see {flags(e.options)}"
+    return f"{e.hint}; {see}" if e.hint else see
 
 
-def add_offset_angle_option(p: argparse._ActionsContainer) -> None:
-    """``--offset-angle``: the same option (and default) wherever directions are computed."""
-    p.add_argument(
-        "--offset-angle",
-        type=float,
-        default=0.0,
-        metavar="DEG",
-        help="degrees added to every direction (camera not facing forward) [0]",
-    )
+def describe_error(e: AmlyError) -> str:
+    """An error as one line for a person: message, hint and flags (never a traceback)."""
+    text = f"{e.path}: {e.message}" if isinstance(e, FileError) else e.message
+    hint = cli_hint(e)
+    return f"{text} ({hint})" if hint else text
 
 
 class Progress:
@@ -110,7 +105,12 @@ class Summary:
         """Record one failed file (it does not stop the run)."""
         if isinstance(error, FileError):
             self.failures.append(
-                {"file": error.path, "type": error.kind, "error": error.message, "hint": error.hint}
+                {
+                    "file": error.path,
+                    "type": error.kind,
+                    "error": error.message,
+                    "hint": cli_hint(error),
+                }
             )
         else:
             self.failures.append({"file": path, "type": kind or "error", "error": error})

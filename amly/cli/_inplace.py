@@ -128,7 +128,7 @@ def write_each(
 def move(summary: Summary, src: str, dst: str, *, count: str, where: str | None = None) -> None:
     """Move ``src`` to ``dst`` (never replacing a file), counting it as ``count``; a failure is
     recorded, naming ``where`` (default ``dst``), and does not stop the run."""
-    from ..pipeline import move_file
+    from .._atomic import move_file
 
     try:
         move_file(src, dst)

@@ -14,9 +14,10 @@ import os
 import sys
 from typing import Any
 
-from ..config import Endpoints, Secret
+from ..config import Secret
 from ..errors import UsageError
-from ._common import add_output_options
+from ._common import run_async
+from ._options import add_output_options
 
 EPILOG = """examples:
   amly auth --token -  < token.txt                # save the default profile from stdin
@@ -96,7 +97,7 @@ def _password(args: argparse.Namespace) -> Secret:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from ..api import auth
+    from ..services.mapillary import auth
 
     profiles = auth.load_profiles()
     rows = [
@@ -131,7 +132,8 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..api import auth
+    from ..client import Client
+    from ..services.mapillary import auth
 
     if args.show:
         return _show(args)
@@ -141,18 +143,28 @@ def run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"deleted profile {args.profile!r}", file=sys.stderr)
         return 0
-    endpoints = Endpoints.from_env(args.endpoint)
     token = _token_from(args)
-    user: dict[str, Any] = {}
-    if token is None and args.email:
-        token, user_id = auth.login(args.email, _password(args), endpoints)
-        user["id"] = user_id
-    elif token is None:
+    password = _password(args) if token is None and args.email else None
+    if token is None and password is None:
         if not sys.stdin.isatty():
             raise UsageError("no token given", hint="use --token -, --token-file FILE or --email")
         token = Secret(getpass.getpass("Access token: "))
-    if not args.no_verify:
-        user = auth.verify_token(token, endpoints)
+
+    async def check() -> tuple[Secret, dict[str, Any]]:
+        # The same door as every verb: the Client's transport, retry policy and errors.
+        async with Client(args.endpoint, token, journal=False) as client:
+            user: dict[str, Any] = {}
+            if password is not None:
+                new, user_id = await client.login(args.email, password)
+                user["id"] = user_id
+            else:
+                assert token is not None
+                new = token
+            if not args.no_verify:
+                user = await client.me()
+            return new, user
+
+    token, user = run_async(check())
     path = auth.save_profile(
         args.profile,
         token,

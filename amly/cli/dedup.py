@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import os
 
-from ._common import add_output_options, add_timezone_option
 from ._inplace import move, read_dir, usable
+from ._options import add_output_options, add_timezone_option
 
 EPILOG = """\
 examples:

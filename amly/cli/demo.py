@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ._common import add_output_options
+from ._options import add_output_options
 
 EPILOG = """\
 examples:
@@ -103,6 +103,7 @@ def make_sample_tree(root: Path, n: int, size: tuple[int, int]) -> dict[str, int
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..server.auth import STORE_KEY
     from ..server.testing import running_server
     from . import main as amly_main
 
@@ -143,36 +144,13 @@ def run(args: argparse.Namespace) -> int:
                     os.environ.pop("MAPILLARY_ACCESS_TOKEN", None)
                 else:
                     os.environ["MAPILLARY_ACCESS_TOKEN"] = old
-            arrived = srv.call(_arrived, srv)
+            arrived = srv.call(srv.app[STORE_KEY].holdings)
         if not args.quiet and not args.json:
             _print_arrived(arrived)
     # process-and-upload exits 1 because of the deliberately broken photo; the demo succeeds
     # when that photo is the only failure and every sequence arrived.
     ok = code in (0, 1) and arrived["clusters"] >= 4 and arrived["images"] > 0
     return 0 if ok else 1
-
-
-def _arrived(srv: object) -> dict[str, Any]:
-    """What the server stored, straight from its index."""
-    import sqlite3
-
-    db = sqlite3.connect(Path(srv.store_dir) / "amly-server.sqlite3")  # type: ignore[attr-defined]
-    try:
-        rows = db.execute(
-            "SELECT s.id, COUNT(i.id), MIN(i.captured_at), MAX(i.captured_at) "
-            "FROM sequences s JOIN images i ON i.sequence_id = s.id "
-            "GROUP BY s.id ORDER BY MIN(i.captured_at)"
-        ).fetchall()
-        clusters = db.execute("SELECT COUNT(*) FROM clusters").fetchone()[0]
-    finally:
-        db.close()
-    return {
-        "clusters": clusters,
-        "images": sum(r[1] for r in rows),
-        "sequences": [
-            {"id": r[0], "images": r[1], "seconds": (r[3] - r[2]) / 1000.0} for r in rows
-        ],
-    }
 
 
 def _print_arrived(arrived: dict[str, Any]) -> None:

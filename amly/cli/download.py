@@ -12,16 +12,27 @@ from __future__ import annotations
 import argparse
 import sys
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..api._http import Transport
-from ..api._limits import Limits
-from ..api.auth import resolve_token
-from ..api.download import download_gpx, download_images, normalize_size
-from ..api.search import SEARCH_LIMIT, Filters, check_bbox, plan_size
-from ..config import Endpoints, Secret
 from ..errors import UsageError
-from ._common import Progress, Summary, add_output_options, run_async
+from ..net import Limits
+from ..services.mapillary import SEARCH_LIMIT, Filters, check_bbox, normalize_size, plan_size
+from ._common import (
+    Progress,
+    Summary,
+    run_async,
+)
+from ._options import (
+    add_network_options,
+    add_output_options,
+    add_report_option,
+    client_from_args,
+    report_from_args,
+    write_report,
+)
+
+if TYPE_CHECKING:
+    from ..services.mapillary import DownloadResult, GpxResult
 
 IMAGES_DOC = """Download every image in a box: OUT/<sequence id>/<image id>.jpg with EXIF
 (GPS position and altitude, capture time, direction, make/model) and OUT/index.geojson.
@@ -92,24 +103,12 @@ def parse_limits(text: str | None) -> Limits:
     return limits
 
 
-def _token(args: argparse.Namespace, endpoints: Endpoints) -> Secret:
-    """``--token``, else what every verb uses (environment, ``amly auth`` profile, login)."""
-    if args.token:
-        return Secret(args.token)
-    return resolve_token(args.profile, endpoints=endpoints)
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bbox", required=True, metavar="W,S,E,N", help="box in degrees")
     p.add_argument("--out", default="mapillary_download", metavar="DIR", help="output folder")
     p.add_argument("--max-results", type=int, metavar="N", help="stop after N results")
     p.add_argument("--user", metavar="NAME", help="only this creator's images")
-    p.add_argument("--endpoint", metavar="URL", help="an amly server base URL")
-    p.add_argument("--token", metavar="TOKEN", help="access token (default: environment)")
-    p.add_argument("--profile", metavar="NAME", help="the 'amly auth' profile to use")
-    p.add_argument(
-        "--concurrency", type=int, default=64, metavar="N", help="transfers in flight (64)"
-    )
+    add_network_options(p, concurrency=64)
     p.add_argument(
         "--method",
         choices=("tiles", "search"),
@@ -157,6 +156,7 @@ def register(subparsers: Any) -> None:
     )
     pano.add_argument("--no-pano", dest="pano", action="store_false", help="exclude panoramas")
     pi.add_argument("--organization-id", metavar="ID", help="only this organization's images")
+    add_report_option(pi)
     pi.set_defaults(func=run_images)
 
     pg = sub.add_parser("gpx", help="one GPX file per sequence found in the box")
@@ -178,18 +178,6 @@ def _warn_if_huge(args: argparse.Namespace, bbox: tuple[float, float, float, flo
         )
 
 
-def _transport(args: argparse.Namespace) -> Transport:
-    if args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
-    endpoints = Endpoints.from_env(args.endpoint)
-    return Transport(
-        endpoints,
-        _token(args, endpoints),
-        concurrency=max(8, args.concurrency + 8),
-        limits=parse_limits(args.rate_limits),
-    )
-
-
 def run_images(args: argparse.Namespace) -> int:
     bbox = parse_bbox(args.bbox)
     size, note = normalize_size(args.size)
@@ -207,21 +195,19 @@ def run_images(args: argparse.Namespace) -> int:
     if filters.start and filters.end and filters.start > filters.end:
         raise UsageError("--start is after --end")
     _warn_if_huge(args, bbox)
-    transport = _transport(args)
+    client = client_from_args(args, limits=parse_limits(args.rate_limits), journal=False)
     summary = Summary("download images")
     progress = Progress("download", args.max_results, enabled=not args.no_progress)
 
-    async def main() -> Any:
-        async with transport:
-            return await download_images(
-                transport,
+    async def main() -> DownloadResult:
+        async with client:
+            return await client.download_images(
                 bbox,
                 args.out,
                 size=size,
                 filters=filters,
                 method=args.method,
                 max_results=args.max_results,
-                concurrency=args.concurrency,
                 search_limit=args.search_limit,
                 on_image=lambda _i, _s: progress.update(),
             )
@@ -266,27 +252,37 @@ def run_images(args: argparse.Namespace) -> int:
             "images were reused; index.geojson describes this query only",
             file=sys.stderr,
         )
+    report = report_from_args(args, f"amly download images: {args.bbox}")
+    if report is not None:
+        _report_download(report, res, summary)
+        write_report(args, report, summary)
     code = summary.emit(args)
     return 1 if rep.truncated and code == 0 else code
+
+
+def _report_download(report: Any, res: DownloadResult, summary: Summary) -> None:
+    """The box's images (``index.geojson``: coverage per tile) and the failed ones."""
+    from ..report import ReportInputError
+
+    if res.index:
+        try:
+            report.add(res.index)
+        except ReportInputError as e:
+            summary.fail(f"the report cannot read {res.index}: {e.message}", res.index, "report")
+    report.add_failures(res.failures, source="this run")
 
 
 def run_gpx(args: argparse.Namespace) -> int:
     bbox = parse_bbox(args.bbox)
     if args.max_results is not None and args.max_results < 0:
         raise UsageError("--max-results must be >= 0")
-    transport = _transport(args)
+    client = client_from_args(args, limits=parse_limits(args.rate_limits), journal=False)
     summary = Summary("download gpx")
 
-    async def main() -> Any:
-        async with transport:
-            return await download_gpx(
-                transport,
-                bbox,
-                args.out,
-                username=args.user,
-                max_results=args.max_results,
-                concurrency=min(args.concurrency, 16),
-                method=args.method,
+    async def main() -> GpxResult:
+        async with client:
+            return await client.download_gpx(
+                bbox, args.out, username=args.user, max_results=args.max_results, method=args.method
             )
 
     res = run_async(main())

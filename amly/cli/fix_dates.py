@@ -10,8 +10,9 @@ import argparse
 from datetime import datetime, timedelta, tzinfo
 
 from ..errors import UsageError
-from ._common import Summary, add_output_options, add_timezone_option
+from ._common import Summary
 from ._inplace import scan_dir, write_each
+from ._options import add_output_options, add_timezone_option
 
 EPILOG = """\
 examples:

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 from datetime import datetime
-from typing import Any
 
-from ..errors import UsageError
 from ..types import ImageMeta
-from ._common import add_offset_angle_option, add_output_options, add_timezone_option
 from ._inplace import read_dir, write_each
+from ._options import (
+    add_offset_angle_option,
+    add_output_options,
+    add_timezone_option,
+    add_track_options,
+    load_track,
+)
 
 EPILOG = """\
 examples:
@@ -56,53 +60,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_timezone_option(p)
     add_output_options(p)
     p.set_defaults(func=run)
-
-
-def add_track_options(p: argparse.ArgumentParser, *, required: bool) -> None:
-    """``--gpx``/``--nmea``, ``--offset-time``, ``--use-gpx-start-time``, ``--max-gap``:
-    shared by ``geotag`` and ``process``."""
-    g = p.add_argument_group("track")
-    src = g.add_mutually_exclusive_group(required=required)
-    src.add_argument("--gpx", metavar="FILE", help="GPX track to take positions from")
-    src.add_argument("--nmea", metavar="FILE", help="NMEA log to take positions from")
-    g.add_argument(
-        "--offset-time",
-        type=float,
-        default=0.0,
-        metavar="S",
-        help="seconds to add to camera times to get GPS times (camera clock offset) [0]",
-    )
-    g.add_argument(
-        "--use-gpx-start-time",
-        action="store_true",
-        help="align the first photo with the first track point (then apply --offset-time)",
-    )
-    g.add_argument(
-        "--max-gap",
-        type=float,
-        default=None,
-        metavar="S",
-        help="photos between track points further apart than this are not geotagged "
-        "[no limit, as mapillary_tools]",
-    )
-
-
-def load_track(args: argparse.Namespace) -> list[list[Any]] | None:
-    """The track segments named by ``--gpx``/``--nmea`` (None if neither)."""
-    path = getattr(args, "gpx", None) or getattr(args, "nmea", None)
-    if not path:
-        return None
-    from .. import gpx  # only now: XML parsing imports are not free
-
-    try:
-        segments = gpx.read_nmea(path) if getattr(args, "nmea", None) else gpx.read_track(path)
-    except FileNotFoundError:
-        raise UsageError(f"no such track file: {path}") from None
-    except (ValueError, OSError) as e:
-        raise UsageError(f"cannot read the track {path}: {e}") from None
-    if not any(segments):
-        raise UsageError(f"the track {path} has no points")
-    return list(segments)
 
 
 def _write_position(item: tuple[ImageMeta, datetime | None]) -> str:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 
 from ..types import ImageMeta
-from ._common import add_offset_angle_option, add_output_options, add_timezone_option
 from ._inplace import read_dir, usable, write_each
+from ._options import add_offset_angle_option, add_output_options, add_timezone_option
 
 EPILOG = """\
 examples:

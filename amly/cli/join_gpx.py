@@ -8,7 +8,8 @@ import os
 from typing import Any
 
 from ..errors import UsageError
-from ._common import Summary, add_output_options
+from ._common import Summary
+from ._options import add_output_options
 
 
 def register(subparsers: Any) -> None:

@@ -21,11 +21,16 @@ from ..errors import DuplicateError, UsageError
 from ._common import (
     Progress,
     Summary,
-    add_offset_angle_option,
-    add_output_options,
-    add_timezone_option,
 )
-from .geotag import add_track_options, load_track
+from ._options import (
+    add_output_options,
+    add_process_options,
+    add_report_option,
+    add_timezone_option,
+    options_from_args,
+    report_from_args,
+    write_report,
+)
 
 EPILOG = """\
 examples:
@@ -33,6 +38,7 @@ examples:
   amly process day1/ day2/ --desc-path all.json --geojson map.geojson
   amly process photos/ --gpx track.gpx --offset-time -3.5 --interpolate-directions
   amly process photos/ --cutoff-distance 50 --cutoff-time 30 --duplicate-distance 1
+  amly process photos/ --report map.html       # see the sequences, duplicates, GPS errors
 
 Duplicates are not failures (they are simply not uploaded).
 exit codes: 0 every photo is ready or a duplicate, 1 some photos failed (listed; their
@@ -59,90 +65,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "[DIR/mapillary_image_description.json for each DIR]",
     )
     g.add_argument("--geojson", metavar="PATH", help="also write sequences and flagged photos")
+    add_report_option(p)
     add_output_options(p)
     p.set_defaults(func=run)
-
-
-def add_process_options(p: argparse.ArgumentParser) -> None:
-    """Sequence, duplicate, direction and track options: shared with ``process-and-upload``."""
-    g = p.add_argument_group("sequences (defaults: mapillary_tools')")
-    g.add_argument(
-        "--cutoff-distance",
-        type=float,
-        default=100.0,
-        metavar="M",
-        help="cut where consecutive photos are further apart [100]",
-    )
-    g.add_argument(
-        "--cutoff-time",
-        type=float,
-        default=60.0,
-        metavar="S",
-        help="cut where consecutive photos are longer apart (0: estimate) [60]",
-    )
-    g.add_argument(
-        "--duplicate-distance",
-        type=float,
-        default=0.1,
-        metavar="M",
-        help="photos this close to the last kept one are duplicates (0: keep all) [0.1]",
-    )
-    g.add_argument(
-        "--duplicate-angle",
-        type=float,
-        default=5.0,
-        metavar="DEG",
-        help="... if they also point within this many degrees of it [5]",
-    )
-    g.add_argument(
-        "--max-speed",
-        type=float,
-        default=400.0,
-        metavar="KMH",
-        help="photos implying a faster jump are GPS errors (0: no check) [400]",
-    )
-    g.add_argument(
-        "--interpolate-directions",
-        action="store_true",
-        help="recompute every direction towards the next photo (default: only missing ones)",
-    )
-    add_offset_angle_option(g)
-    g.add_argument(
-        "--skip-subfolders", action="store_true", help="only the photos directly in each DIR"
-    )
-    g.add_argument("--workers", type=int, metavar="N", help="reader processes [one per core]")
-    add_track_options(p, required=False)
-
-
-def options_from_args(args: argparse.Namespace) -> Any:
-    """A :class:`amly.pipeline.Options` from the parsed ``process`` options."""
-    from ..metadata import parse_timezone
-    from ..pipeline import Options
-
-    tz = parse_timezone(args.timezone)  # a bad zone raises UsageError itself
-    for name in ("cutoff_distance", "duplicate_distance", "duplicate_angle", "max_speed"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must not be negative")
-    track = load_track(args)
-    return Options(
-        cutoff_distance=args.cutoff_distance,
-        cutoff_time=args.cutoff_time if args.cutoff_time > 0 else None,
-        duplicate_distance=args.duplicate_distance,
-        duplicate_angle=args.duplicate_angle,
-        max_speed_kmh=args.max_speed if args.max_speed > 0 else None,
-        offset_angle=args.offset_angle,
-        interpolate_directions=args.interpolate_directions,
-        tz=tz,
-        track=track,
-        # With a track the offset only moves the lookup (like --interpolation_offset_time);
-        # without one it shifts the capture times (like mapillary_tools' --offset_time).
-        track_offset=args.offset_time if track is not None else 0.0,
-        time_offset=args.offset_time if track is None else 0.0,
-        use_gpx_start_time=args.use_gpx_start_time,
-        max_gap=args.max_gap if args.max_gap and args.max_gap > 0 else None,
-        recursive=not args.skip_subfolders,
-        workers=args.workers,
-    )
 
 
 def _official_json(entries: list[dict[str, Any]]) -> bytes:
@@ -177,9 +102,12 @@ def run(args: argparse.Namespace) -> int:
     entries: dict[str, list[dict[str, Any]]] = {r: [] for r in roots}
     features: list[dict[str, Any]] = []
     by_type: dict[str, int] = {}
+    report = report_from_args(args, "amly process: " + ", ".join(args.dirs))
     for group in iter_groups(args.dirs, options, on_read=progress.update, folders=folders):
         root = group.folder.root if group.folder.root in entries else roots[0]
         entries.setdefault(root, []).extend(description_entries(group))
+        if report is not None:
+            report.add_processed(group.sequences, group.errors, source=root)
         if args.geojson:
             features.extend(geojson_features(group))
         summary.count("images", len(group.folder.files))
@@ -212,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         written.append(os.path.abspath(args.geojson))
     summary.info["errors_by_type"] = dict(sorted(by_type.items()))
     summary.info["written"] = written
+    write_report(args, report, summary)
     code = summary.emit(args)
     if not args.quiet and not args.json and by_type:
         print(

@@ -15,7 +15,8 @@ import sys
 from typing import Any
 
 from ..errors import UsageError
-from ._common import add_output_options, run_async
+from ._common import run_async
+from ._options import add_output_options
 
 
 def register(subparsers: Any) -> None:

@@ -14,8 +14,8 @@ import os
 import re
 
 from ..errors import UsageError
-from ._common import add_output_options, add_timezone_option
 from ._inplace import move, read_dir, usable
+from ._options import add_output_options, add_timezone_option
 
 EPILOG = """\
 examples:

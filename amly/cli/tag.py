@@ -17,8 +17,8 @@ from typing import Any
 
 from ..errors import UsageError
 from ..types import ImageMeta
-from ._common import add_output_options, add_timezone_option
 from ._inplace import read_dir, usable, write_each
+from ._options import add_output_options, add_timezone_option
 
 EPILOG = """\
 examples:

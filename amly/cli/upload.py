@@ -8,20 +8,35 @@ changed: each image's description is embedded in the bytes sent). The journal
 (``--journal``) remembers uploaded images and finished sequences: a rerun skips them, and an
 interrupted run resumes without re-sending what the server already has.
 
-The token comes from MAPILLARY_ACCESS_TOKEN, else the profile saved by ``amly auth``.
+The token comes from --token, else MAPILLARY_ACCESS_TOKEN, else the profile saved by
+``amly auth``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
-from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import UsageError
-from ._common import Progress, Summary, add_output_options, add_timezone_option, run_async
+from ._common import Progress, Summary, run_async
+from ._options import (
+    add_network_options,
+    add_output_options,
+    add_process_options,
+    add_report_option,
+    add_timezone_option,
+    client_from_args,
+    options_from_args,
+    report_from_args,
+    token_from_args,
+    write_report,
+)
+
+if TYPE_CHECKING:
+    from ..pipeline import Options
+    from ..services import UploadProgress, UploadResult
 
 EPILOG = """\
 examples:
@@ -31,6 +46,7 @@ examples:
   amly upload seq0.zip seq1.zip
   amly upload photos/ --endpoint http://127.0.0.1:8080   # a local amly server
   amly upload photos/ --dry-run                # what would be sent, no network
+  amly upload photos/ --report upload.html     # a map with each sequence's cluster id
   amly upload trips/ --subfolders --to panoramax --api-url https://panoramax.example.org --wait
 
 exit codes: 0 everything uploaded (or already uploaded), 1 some files or sequences failed
@@ -51,21 +67,11 @@ exit codes: as 'amly upload'
 
 
 def _upload_options(p: argparse.ArgumentParser) -> None:
-    from ..api.upload import DEFAULT_CONCURRENCY
+    from ..services.upload import DEFAULT_CONCURRENCY
 
+    add_network_options(p, concurrency=DEFAULT_CONCURRENCY, what="images (all sequences together)")
     g = p.add_argument_group("upload")
-    g.add_argument(
-        "--concurrency",
-        type=int,
-        default=DEFAULT_CONCURRENCY,
-        metavar="N",
-        help=f"images in flight at once, all sequences together [{DEFAULT_CONCURRENCY}]",
-    )
     g.add_argument("--organization-id", metavar="ID", help="upload into this organization")
-    g.add_argument(
-        "--endpoint", metavar="URL", help="an amly server base URL [MAPILLARY_* variables]"
-    )
-    g.add_argument("--profile", metavar="NAME", help="the 'amly auth' profile to use")
     g.add_argument("--journal", metavar="PATH", help="resume journal [DATA_DIR/journal.sqlite3]")
     g.add_argument(
         "--reupload",
@@ -85,18 +91,18 @@ def _upload_options(p: argparse.ArgumentParser) -> None:
     t.add_argument(
         "--api-url",
         metavar="URL",
-        help="with --to panoramax: the instance's base URL (token: PANORAMAX_TOKEN, else "
-        "'amly auth --service panoramax')",
+        help="with --to panoramax: the instance's base URL (token: --token, PANORAMAX_TOKEN, "
+        "else 'amly auth --service panoramax')",
     )
     t.add_argument(
         "--wait",
         action="store_true",
         help="with --to panoramax: return once the server has prepared every picture",
     )
+    add_report_option(p)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from .process import add_process_options
 
     p = subparsers.add_parser(
         "upload",
@@ -133,16 +139,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
-    if args.to == "panoramax":
-        from ._panoramax import check_upload_args
-
-        check_upload_args(args)
-    elif args.api_url or args.wait:
-        raise UsageError("--api-url and --wait go with --to panoramax")
     if args.organization_id is not None and not str(args.organization_id).isdigit():
         raise UsageError("--organization-id must be numeric")
+    if args.to == "panoramax":
+        if not args.api_url:
+            raise UsageError(
+                "--to panoramax needs --api-url URL", hint="e.g. https://panoramax.openstreetmap.fr"
+            )
+        if not str(args.api_url).startswith(("http://", "https://")):
+            raise UsageError(f"--api-url must be an http(s) URL, not {args.api_url!r}")
+        if args.organization_id is not None or args.endpoint:
+            raise UsageError("--organization-id and --endpoint are Mapillary options")
+    elif args.api_url or args.wait:
+        raise UsageError("--api-url and --wait go with --to panoramax")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -150,74 +159,75 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import Options
 
     _check(args)
-    try:
-        tz = parse_timezone(args.timezone)
-    except (ValueError, KeyError) as e:
-        raise UsageError(f"unknown time zone {args.timezone!r}: {e}") from None
-    return _run(args, args.paths, Options(tz=tz))
+    tz = parse_timezone(args.timezone)  # a bad zone is a UsageError already
+    # Folders without a description file are processed in memory with these options.
+    return _run(args, args.paths, Options(tz=tz, recursive=args.subfolders), reprocess=False)
 
 
 def run_process_and_upload(args: argparse.Namespace) -> int:
-    from .process import options_from_args
-
     _check(args)
     for t in args.trees:
         if not os.path.isdir(t):
             raise UsageError(f"no such folder: {t}")
-    options = options_from_args(args)
-    return _run(args, None, options, trees=args.trees)
+    return _run(args, args.trees, options_from_args(args), reprocess=True)
 
 
-def _run(
-    args: argparse.Namespace,
-    paths: list[str] | None,
-    options: Any,
-    *,
-    trees: list[str] | None = None,
-) -> int:
-    from ..api.client import Client
-
-    if args.to == "panoramax":
-        from ._panoramax import run_upload
-
-        return run_upload(args, paths, options, trees=trees, processed=_processed)
-    summary = Summary("upload" if trees is None else "process-and-upload")
+def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reprocess: bool) -> int:
+    """One road for both verbs: :meth:`amly.Client.upload`."""
+    summary = Summary("process-and-upload" if reprocess else "upload")
+    report = report_from_args(args, f"amly {summary.verb}: " + ", ".join(map(str, paths)))
+    entered: list[Any] = []
     progress = Progress("upload", None, enabled=not (args.no_progress or args.quiet))
     done = {"images": 0}
 
-    def on_progress(p: Any) -> None:
+    def on_progress(p: UploadProgress) -> None:
         progress.total = p.images_total
         progress.label = f"upload {p.bytes_done / 1e6:,.1f} MB"
         progress.update(p.images_done - done["images"])
         done["images"] = p.images_done
 
-    async def main() -> Any:
-        async with Client(
-            args.endpoint,
-            profile=args.profile,
-            concurrency=args.concurrency,
-            journal=args.journal,
-        ) as client:
-            if trees is None:
-                assert paths is not None
-                items: Any = paths
-            else:
-                items = _processed(trees, options, summary)
-            return await client.upload(
-                items,
+    waited: list[Any] = []
+
+    async def main() -> UploadResult:
+        async with client_from_args(args, journal=args.journal) as client:
+            target = None
+            if args.to == "panoramax":
+                target = client.panoramax_target(
+                    args.api_url, token_from_args(args), profile=args.profile
+                )
+            result = await client.upload(
+                paths,
+                target=target,
+                process=process,
+                reprocess=reprocess,
                 organization_id=args.organization_id,
                 subfolders=getattr(args, "subfolders", False),
                 reupload=args.reupload,
                 dry_run=args.dry_run,
                 progress=on_progress,
-                process_options=options,
+                on_sequence=entered.append if report is not None else None,
             )
+            if target is not None and args.wait and not args.dry_run:
+                waited.extend(await _wait(target, result, args))
+            return result
 
     try:
         result = run_async(main())
     finally:
         progress.close()
+    if reprocess:
+        summary.count("processed", result.processed)
     _summarise(summary, result, args.dry_run)
+    if args.to == "panoramax":
+        _panoramax_summary(summary, result, waited, args.wait)
+    if report is not None:
+        report.add_upload_sequences(entered)
+        report.add_processed(errors=[*result.failures, *result.duplicates])
+        report.add_upload(
+            {"verb": summary.verb, "failures": summary.failures, **summary.info},
+            source="this run",
+        )
+        write_report(args, report, summary)
     if not summary.counts.get("images") and not summary.failures and not args.quiet:
         hint = (
             "" if getattr(args, "subfolders", True) else " (photos in subfolders? add --subfolders)"
@@ -226,30 +236,7 @@ def _run(
     return summary.emit(args)
 
 
-async def _processed(trees: list[str], options: Any, summary: Summary) -> AsyncIterator[Any]:
-    """Sequences from the process pool, drained from its queue as folders finish."""
-    from .. import pipeline
-    from ..errors import DuplicateError
-
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=64)
-    report = pipeline.Report()
-    producer = asyncio.create_task(pipeline.produce(trees, options, queue, report=report))
-    try:
-        while (seq := await queue.get()) is not None:
-            yield seq
-        await producer
-    finally:
-        if not producer.done():
-            producer.cancel()
-    summary.count("processed", report.images)
-    for e in report.errors:
-        if isinstance(e, DuplicateError):
-            summary.count("duplicates")
-        else:
-            summary.fail(e)
-
-
-def _summarise(summary: Summary, result: Any, dry_run: bool) -> None:
+def _summarise(summary: Summary, result: UploadResult, dry_run: bool) -> None:
     sequences = []
     for s in result.sequences:
         sequences.append(
@@ -285,3 +272,40 @@ def _summarise(summary: Summary, result: Any, dry_run: bool) -> None:
     summary.info["sequences"] = sequences
     if result.seconds and result.images:
         summary.info["images_per_second"] = round(result.images / result.seconds, 1)
+
+
+async def _wait(target: Any, result: UploadResult, args: argparse.Namespace) -> list[Any]:
+    """``--wait``: follow the server's preparation of every set, with its own progress bar."""
+    preparing = Progress("server preparing", None, enabled=not (args.no_progress or args.quiet))
+    done = {"prepared": 0}
+
+    def on_wait(w: Any) -> None:
+        preparing.total = w.total
+        preparing.update(w.prepared - done["prepared"])
+        done["prepared"] = w.prepared
+
+    try:
+        return list(await target.wait_ready(result.cluster_ids, on_wait))
+    finally:
+        preparing.close()
+
+
+def _panoramax_summary(
+    summary: Summary, result: UploadResult, waited: list[Any], wait: bool
+) -> None:
+    """Panoramax words for the summary: upload sets and their collections."""
+    summary.info["upload_set_ids"] = summary.info.pop("cluster_ids", [])
+    status = {w.set_id: w for w in waited}
+    for entry in summary.info.get("sequences", []):
+        set_id = entry.pop("cluster_id", None)
+        entry["upload_set_id"] = set_id
+        w = status.get(set_id)
+        if w is not None:
+            entry["collections"] = w.collections
+            entry["ready"] = w.ready
+            entry["broken"] = w.broken
+            if w.error:
+                summary.fail(w.error, path=entry["name"], kind="upload set")
+    summary.count("rejected", sum(1 for f in result.failures if "rejected" in f.message))
+    if wait:
+        summary.count("ready_sets", sum(1 for w in waited if w.ready))

@@ -19,6 +19,7 @@ import re
 import secrets
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS users (
@@ -79,7 +80,7 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE INDEX IF NOT EXISTS images_by_seq ON images(sequence_id, captured_at);
 CREATE INDEX IF NOT EXISTS images_by_lat ON images(lat, lon);
 CREATE INDEX IF NOT EXISTS images_by_user ON images(user_id, captured_at);
--- Read side (owner: amly.server.read): spatial index kept in sync by triggers, so writers
+-- Read side (queried by amly.server.read): spatial index kept in sync by triggers, so writers
 -- only ever insert into images; computed (SfM-corrected) values when they differ.
 CREATE INDEX IF NOT EXISTS images_by_org ON images(organization_id, captured_at);
 CREATE VIRTUAL TABLE IF NOT EXISTS images_rtree USING rtree(rid, min_lon, max_lon, min_lat, max_lat);
@@ -166,6 +167,23 @@ class Store:
     def new_id(self) -> str:
         """A fresh numeric id, as Mapillary's ids are (digits only, never a path component)."""
         return str(secrets.randbelow(9 * 10**15) + 10**15)
+
+    def holdings(self) -> dict[str, Any]:
+        """What the server holds: ``clusters`` finished, ``images``, and ``sequences`` in
+        capture order (``id``, ``images``, ``seconds`` from first to last image)."""
+        rows = self.db.execute(
+            "SELECT s.id, COUNT(i.id), MIN(i.captured_at), MAX(i.captured_at) "
+            "FROM sequences s JOIN images i ON i.sequence_id = s.id "
+            "GROUP BY s.id ORDER BY MIN(i.captured_at)"
+        ).fetchall()
+        (clusters,) = self.db.execute("SELECT COUNT(*) FROM clusters").fetchone()
+        return {
+            "clusters": clusters,
+            "images": sum(r[1] for r in rows),
+            "sequences": [
+                {"id": r[0], "images": r[1], "seconds": (r[3] - r[2]) / 1000.0} for r in rows
+            ],
+        }
 
     def add_organization(
         self,

@@ -18,7 +18,6 @@ Tiles accept ``Authorization: OAuth`` or ``?access_token=`` (the auth middleware
 from __future__ import annotations
 
 import asyncio
-import math
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import mapbox_vector_tile
 from aiohttp import web
 
-from ..geo import tile, tile_bounds
+from ..geo import mercator, tile, tile_bounds
 from ..types import BBox
 from .auth import STORE_KEY
 from .responses import graph_error
@@ -51,11 +50,7 @@ def pixel(lon: float, lat: float, x: int, y: int, z: int) -> tuple[float, float]
     >>> pixel(-180.0, 0.0, 1, 1, 1)
     (-4096.0, 0.0)
     """
-    n = 2**z
-    lat = max(-85.0511287798066, min(85.0511287798066, lat))
-    r = math.radians(lat)
-    wx = (lon + 180.0) / 360.0 * n
-    wy = (1.0 - math.log(math.tan(r) + 1.0 / math.cos(r)) / math.pi) / 2.0 * n
+    wx, wy = mercator(lon, lat, z)
     return (wx - x) * EXTENT, (wy - y) * EXTENT
 
 

@@ -17,10 +17,11 @@ from typing import Any
 
 import aiohttp
 
-from ...api._http import Transport, decode_json, redact_url
-from ...api._retry import Retry, classify
 from ...config import Secret
 from ...errors import APIError, AuthError
+from ...net import Transport
+from ...net.retry import Retry, classify
+from ...net.transport import decode_json, redact_url
 
 TOKEN_HINT = (
     "the Panoramax token is missing, invalid or expired: run 'amly auth --service panoramax' "

@@ -1,88 +1,46 @@
-"""Uploading sequences to Panoramax: one upload set per sequence, photos many at once.
+"""The Panoramax upload protocol, as a :class:`~amly.services.upload.Target`.
 
 Each sequence amly decided on (its own split and duplicate filtering) becomes one upload set
-created with ``no_split``/``no_deduplication``, so the server keeps exactly that sequence. Every
-photo of every sequence is in flight under ONE bound (``concurrency`` POSTs at a time, a small
-read-ahead, a byte budget), as Mapillary uploads are. The file on disk is sent as it is; where
-amly's processing changed the position, time or heading (GPX geotagging, interpolated
-directions...), the difference goes as ``override_*`` fields, which the server writes into its
-copy.
+created with ``no_split``/``no_deduplication``, so the server keeps exactly that sequence. The
+engine (:mod:`amly.services.upload`) keeps every photo of every sequence in flight under the
+same bounds as Mapillary uploads. The file on disk is sent as it is; where amly's processing
+changed its position, time or heading (GPX geotagging, interpolated directions...), the
+difference goes as ``override_*`` fields, which the server writes into its copy.
 
-Resume goes through the journal only: the set id of each sequence (recorded right after
-creation) and each file's outcome. A rerun skips completed sets; for an unfinished one it asks
-the server which files it already holds (by content md5) and sends only the others. A 409 (the
-server has these bytes) is success. Rejections carry the server's reason and do not stop the
-other photos; auth failures and a server gone beyond retries stop the run.
+Resume goes through the journal only: the set id of each sequence is recorded right after its
+creation; an unfinished set is reused, the server asked once which files it already holds (by
+content md5), and those are not sent again. A 409 (the server has these bytes) is success. A
+rejection carries the server's reason and does not keep the set from completing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import hashlib
-import logging
 import os
-from collections.abc import AsyncIterable, Callable, Iterable
+import threading
+from collections.abc import Callable, Iterable
 from datetime import timezone
 from typing import Any
 
-from ...api.upload import (
-    DEFAULT_BUFFER_BYTES,
-    DEFAULT_READAHEAD,
-    ProgressCallback,
-    SequenceResult,
-    UploadImage,
-    UploadProgress,
-    UploadResult,
-    UploadSequence,
-    _aiter,
-    _Budget,
-    read_timeout,
-    sequence_checksum,
-)
 from ...description import parse_capture_time
-from ...errors import APIError, AuthError, FileError
-from ...journal import Journal
-from .api import FileAnswer, PanoramaxAPI
-
-log = logging.getLogger("amly.panoramax")
+from ...errors import APIError, FileError, MetadataError
+from ...types import UploadImage
+from ..upload import FileRejected, SequenceState
+from .api import PanoramaxAPI
 
 #: Photos in flight at once. A geovisio instance serves a handful of requests at a time (its
-#: gunicorn workers x threads); more in flight only queues there (bench/bench_panoramax.py).
+#: gunicorn workers x threads); more in flight only queue there (bench/bench_panoramax.py).
 DEFAULT_CONCURRENCY = 16
-SET_TABLE = "panoramax_sets"
-FILE_TABLE = "panoramax_files"
 #: Seconds between two looks at a set's preparation with ``wait``.
 WAIT_POLL = 0.5
 #: ``wait`` gives up on a set whose preparation has not moved for this long (a stuck server
-#: queue must not hang the run; the set stays complete and a later ``--wait`` rerun follows it).
+#: queue must not hang the run; the set stays complete and a later ``--wait`` follows it).
 WAIT_STALL = 600.0
-
-
-@dataclasses.dataclass
-class PanoramaxSequenceResult(SequenceResult):
-    """A sequence's outcome on Panoramax: ``cluster_id`` is the upload set's id."""
-
-    collections: list[str] = dataclasses.field(default_factory=list)
-    rejected: int = 0
-    ready: bool = False
-    broken: int = 0
-
-
-@dataclasses.dataclass
-class WaitProgress:
-    """Server-side preparation, all sets of the run together."""
-
-    prepared: int = 0
-    total: int = 0
-    broken: int = 0
-
-
-def image_key(image: UploadImage) -> str:
-    """What identifies a photo before reading it: its path, size and the capture time amly
-    gives it (a re-processed folder with other decisions is another sequence)."""
-    return f"{os.path.abspath(image.path)}|{image.size}|{image.description.get('MAPCaptureTime')}"
+#: Read timeouts assume at least this upload speed, plus a constant for the server's work.
+MIN_UPLOAD_SPEED = 50 * 1024
+TIMEOUT_BASE = 30.0
 
 
 def overrides(image: UploadImage, read: Callable[[str], Any] | None = None) -> dict[str, str]:
@@ -115,9 +73,8 @@ def overrides(image: UploadImage, read: Callable[[str], Any] | None = None) -> d
             or meta.capture_time is None
             or abs((meta.capture_time - t).total_seconds()) > 0.001
         ):
-            out["override_capture_time"] = (
-                t.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-            )
+            iso = t.astimezone(timezone.utc).isoformat(timespec="milliseconds")
+            out["override_capture_time"] = iso.replace("+00:00", "Z")
     h = d.get("MAPCompassHeading")
     heading = h.get("TrueHeading") if isinstance(h, dict) else None
     if isinstance(heading, (int, float)):
@@ -127,331 +84,200 @@ def overrides(image: UploadImage, read: Callable[[str], Any] | None = None) -> d
     return out
 
 
-class _SetState:
-    def __init__(self, seq: UploadSequence) -> None:
-        self.seq = seq
-        self.result = PanoramaxSequenceResult(seq.name, paths=[i.path for i in seq.images])
-        self.set_id: str | None = None
-        self.server_md5: set[str] = set()
-        self.failed = 0
+def set_title(images: Iterable[UploadImage], fallback: str) -> str:
+    """An upload set's title: the folder of its photos (what panoramax-cli uses too).
 
-
-class PanoramaxUploader:
-    """Uploads sequences to one Panoramax instance. One instance per run.
-
-    ``scope`` names the instance and account in journal keys. ``wait``: after completing a set,
-    follow the server's preparation until every picture is ready (``wait_progress`` hears of it).
+    >>> set_title([UploadImage("/trips/2024-06-01/IMG_1.jpg", {})], "x")
+    '2024-06-01'
     """
+    for image in images:
+        return os.path.basename(os.path.dirname(os.path.abspath(image.path))) or fallback
+    return fallback
 
-    def __init__(
-        self,
-        api: PanoramaxAPI,
-        *,
-        scope: str,
-        journal: Journal | None = None,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        readahead: int = DEFAULT_READAHEAD,
-        buffer_bytes: int = DEFAULT_BUFFER_BYTES,
-        reupload: bool = False,
-        progress: ProgressCallback | None = None,
-        wait: bool = False,
-        wait_progress: Callable[[WaitProgress], None] | None = None,
-    ) -> None:
+
+@dataclasses.dataclass
+class WaitProgress:
+    """The server's preparation of the run's sets, all together."""
+
+    prepared: int = 0
+    total: int = 0
+    broken: int = 0
+
+
+@dataclasses.dataclass
+class SetStatus:
+    """Where one upload set ended after ``wait``."""
+
+    set_id: str
+    ready: bool = False
+    collections: list[str] = dataclasses.field(default_factory=list)
+    prepared: int = 0
+    broken: int = 0
+    rejected: int = 0
+    error: str | None = None
+
+
+class PanoramaxTarget:
+    """Uploads to one Panoramax instance through ``api`` (its transport, token and URL)."""
+
+    name = "panoramax"
+
+    def __init__(self, api: PanoramaxAPI) -> None:
         self.api = api
-        self.scope = scope
-        self.sets = journal.table(SET_TABLE) if journal else None
-        self.files = journal.table(FILE_TABLE) if journal else None
-        self.concurrency = max(1, concurrency)
-        self.readahead = max(0, readahead)
-        self.buffer_bytes = buffer_bytes
-        self.reupload = reupload
-        self.progress_cb = progress
-        self.progress = UploadProgress()
-        self.wait = wait
-        self.wait_cb = wait_progress
-        self.waiting: dict[str, tuple[int, int, int]] = {}
-        self.result = UploadResult()
-        self._fatal: BaseException | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._net: asyncio.Semaphore
-        self._slots: asyncio.Semaphore
-        self._budget: _Budget
-        self._pool: concurrent.futures.ThreadPoolExecutor
+        self.scope = ""
+        self.configuration: dict[str, Any] = {}
+        self.account: dict[str, Any] | None = None
+        # per content key, what prepare() learnt for send(): file name and override fields
+        self._pending: dict[str, tuple[str, dict[str, str]]] = {}
+        self._lock = threading.Lock()
+        self._server_has: dict[str, set[str]] = {}
 
-    # -- orchestration --------------------------------------------------------------------------
+    async def open(self) -> str:
+        """Check the instance (``/api/configuration``: Panoramax, recent enough) and the token
+        (``/api/users/me``); the journal scope is this instance and this account."""
+        self.configuration = await self.api.configuration()
+        self.account = await self.api.me()
+        who = self.account["id"] if self.account else "anonymous"
+        self.scope = hashlib.md5(f"panoramax|{self.api.base}|{who}".encode()).hexdigest()[:16]
+        return self.scope
 
-    async def run(
-        self, sequences: Iterable[UploadSequence] | AsyncIterable[UploadSequence]
-    ) -> UploadResult:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        self._net = asyncio.Semaphore(self.concurrency)
-        self._slots = asyncio.Semaphore(self.concurrency + self.readahead)
-        self._budget = _Budget(self.buffer_bytes)
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=min(4, (os.cpu_count() or 2) + 1), thread_name_prefix="amly-pmx"
+    def prepare(self, image: UploadImage) -> tuple[str, bytes]:
+        """In a worker thread: the file's own bytes (their md5 is the server's identity of a
+        file, so it is the key) and the overrides for what amly changed."""
+        try:
+            with open(image.path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise FileError(image.path, f"cannot read: {e.strerror or e}") from e
+        if not data:
+            raise MetadataError(image.path, "zero-byte file")
+        key = hashlib.md5(data).hexdigest()
+        fields = overrides(image)
+        with self._lock:
+            self._pending[key] = (os.path.basename(image.path), fields)
+        return key, data
+
+    def file_key(self, path: str) -> tuple[str, int]:
+        raise FileError(
+            path, "Panoramax takes photos, not sequence zips", hint="upload the photos' folder"
         )
-        producer = asyncio.ensure_future(self._produce(sequences))
-        self._tasks.add(producer)
-        producer.add_done_callback(self._task_done)
-        try:
-            while self._tasks:
-                await asyncio.gather(*list(self._tasks), return_exceptions=True)
-        finally:
-            for t in list(self._tasks):
-                t.cancel()
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self.result.seconds = loop.time() - start
-        if self._fatal is not None:
-            raise self._fatal
-        return self.result
 
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._abort(task.exception())  # type: ignore[arg-type]
-
-    def _abort(self, err: BaseException) -> None:
-        """Stop the whole run (bad token, server gone): no retry storm from other tasks."""
-        if self._fatal is not None:
+    async def begin(self, state: SequenceState) -> None:
+        """Create the sequence's upload set, recorded at once; an unfinished set of an earlier
+        run is reused, and the server asked once which files it holds already."""
+        record = state.record
+        set_id = record.get("panoramax_set")
+        if set_id:
+            files = await self.api.upload_set_files(set_id)
+            self._server_has[set_id] = {str(f.get("content_md5")) for f in files}
             return
-        self._fatal = err
-        current = asyncio.current_task()
-        for t in list(self._tasks):
-            if t is not current and not t.done():
-                t.cancel()
-
-    async def _produce(
-        self, sequences: Iterable[UploadSequence] | AsyncIterable[UploadSequence]
-    ) -> None:
-        async for seq in _aiter(sequences):
-            if self._fatal is not None:
-                return
-            if seq.zip_path is not None:
-                self.result.failures.append(
-                    FileError(
-                        seq.zip_path,
-                        "Panoramax takes photos, not sequence zips",
-                        hint="upload the folder the zip was made from",
-                    )
-                )
-                continue
-            state = _SetState(seq)
-            self.result.sequences.append(state.result)
-            self.progress.sequences_total += 1
-            self.progress.images_total += len(seq.images)
-            self._spawn(self._sequence(state))
-
-    def _notify(self, images: int = 0, nbytes: int = 0, sequences: int = 0) -> None:
-        p = self.progress
-        p.images_done += images
-        p.bytes_done += nbytes
-        p.sequences_done += sequences
-        if self.progress_cb is not None:
-            self.progress_cb(dataclasses.replace(p))
-
-    def _jkey(self, *parts: str) -> str:
-        return ":".join((self.scope, *parts))
-
-    # -- one sequence ---------------------------------------------------------------------------
-
-    async def _sequence(self, state: _SetState) -> None:
-        res = state.result
-        seq = state.seq
-        try:
-            if not seq.images:
-                res.error = "empty sequence"
-                return
-            checksum = sequence_checksum(image_key(i) for i in seq.images)
-            jkey = self._jkey("set", checksum)
-            record: dict[str, Any] = {}
-            if self.sets is not None and not self.reupload:
-                record = dict(self.sets.get(jkey) or {})
-            if record.get("completed"):
-                res.cluster_id = state.set_id = record["id"]
-                res.skipped = True
-                res.images = len(seq.images)
-                res.cached = len(seq.images)
-                self._notify(images=len(seq.images))
-                if self.wait:
-                    await self._wait_ready(state)
-                return
-            if record.get("id"):
-                state.set_id = record["id"]
-                # an earlier run stopped part-way: ask what the server holds (by content md5)
-                files = await self.api.upload_set_files(record["id"])
-                state.server_md5 = {str(f.get("content_md5")) for f in files}
-            else:
-                answer = await self.api.create_upload_set(self._set_body(seq, checksum))
-                state.set_id = str(answer["id"])
-                record = {"id": state.set_id, "completed": False}
-                self._record(jkey, record)
-            res.cluster_id = state.set_id
-            futures = []
-            for image in seq.images:
-                await self._budget.acquire(image.size)
-                await self._slots.acquire()
-                if self._fatal is not None:
-                    self._slots.release()
-                    self._budget.release(image.size)
-                    return
-                futures.append(self._spawn(self._image(state, image)))
-            await asyncio.gather(*futures)
-            if state.failed:
-                res.error = f"{state.failed} of {len(seq.images)} photos failed; rerun to finish"
-                return
-            assert state.set_id is not None
-            await self.api.complete(state.set_id)
-            record["completed"] = True
-            self._record(jkey, record)
-            if self.wait:
-                await self._wait_ready(state)
-        except APIError as e:
-            if isinstance(e, AuthError) or e.status is None or not 400 <= e.status < 500:
-                self._abort(e)
-                return
-            res.error = f"upload set failed: {e.message}"
-        finally:
-            self._notify(sequences=1)
-
-    def _set_body(self, seq: UploadSequence, checksum: str) -> dict[str, Any]:
-        first = seq.images[0].path
-        title = os.path.basename(os.path.dirname(os.path.abspath(first))) or seq.name
-        return {
-            "title": title,
-            "estimated_nb_files": len(seq.images),
+        body = {
+            "title": set_title(state.seq.images, state.seq.name),
+            "estimated_nb_files": len(state.seq.images),
             "sort_method": "time-asc",
             # amly already split and deduplicated: the server must keep this sequence as is
             "no_split": True,
             "no_deduplication": True,
-            "metadata": {"amly_sequence": seq.name, "amly_checksum": checksum},
+            "metadata": {"amly_sequence": state.seq.name},
         }
+        answer = await self.api.create_upload_set(body)
+        record["panoramax_set"] = str(answer["id"])
+        state.save()
 
-    def _record(self, jkey: str, record: dict[str, Any]) -> None:
-        if self.sets is not None:
-            self.sets.put(jkey, record)
+    async def send(
+        self, state: SequenceState, key: str, data: bytes, *, fresh: bool
+    ) -> tuple[str, int]:
+        set_id = state.record["panoramax_set"]
+        with self._lock:
+            name, fields = self._pending.pop(key, (f"{key}.jpg", {}))
+        if key in self._server_has.get(set_id, ()):
+            return f"{set_id}/{key}", 0
+        answer = await self.api.add_file(
+            set_id,
+            name,
+            data,
+            fields,
+            timeout=TIMEOUT_BASE + len(data) / MIN_UPLOAD_SPEED,
+            on_retry=state.count_retry,
+        )
+        if answer.status == 409:
+            return answer.picture_id or f"{set_id}/{key}", 0
+        state.result.bytes_sent += len(data)
+        if answer.rejected is not None:
+            raise FileRejected(answer.rejected, status=answer.status)
+        return answer.picture_id or f"{set_id}/{key}", len(data)
 
-    # -- one photo ------------------------------------------------------------------------------
+    async def send_file(
+        self, state: SequenceState, key: str, path: str, size: int
+    ) -> tuple[str, int]:
+        raise FileError(path, "Panoramax takes photos, not sequence zips")
 
-    async def _image(self, state: _SetState, image: UploadImage) -> None:
-        res = state.result
-        try:
-            loop = asyncio.get_running_loop()
-            try:
-                data, md5, fields = await loop.run_in_executor(self._pool, _prepare, image)
-            except OSError as e:
-                self._failed(state, FileError(image.path, f"cannot read: {e.strerror or e}"))
-                return
-            assert state.set_id is not None
-            fkey = self._jkey("file", state.set_id, md5)
-            done = self.files.get(fkey) if self.files is not None else None
-            if md5 in state.server_md5 or (isinstance(done, dict) and done.get("picture_id")):
-                res.cached += 1
-            else:
-                async with self._net:
-                    answer: FileAnswer = await self.api.add_file(
-                        state.set_id,
-                        os.path.basename(image.path),
-                        data,
-                        fields,
-                        timeout=read_timeout(len(data)),
-                        on_retry=self._retry_counter(res),
-                    )
-                res.bytes_sent += len(data)
-                if answer.rejected is not None:
-                    res.rejected += 1
-                    self._failed(
-                        state,
-                        FileError(image.path, f"rejected by Panoramax: {answer.rejected}"),
-                        counts_for_set=False,
+    async def finish(
+        self, state: SequenceState, checksum: str, receipts: list[str], file_type: str
+    ) -> str:
+        """``complete`` the set (idempotent on the server): it dispatches it into a collection."""
+        set_id = state.record.get("panoramax_set")
+        if not set_id:
+            raise APIError("no upload set was created for this sequence", status=400)
+        await self.api.complete(set_id)
+        self._server_has.pop(set_id, None)
+        return str(set_id)
+
+    # -- following the server's preparation -----------------------------------------------------
+
+    async def wait_ready(
+        self,
+        set_ids: Iterable[str],
+        progress: Callable[[WaitProgress], None] | None = None,
+        *,
+        poll: float = WAIT_POLL,
+        stall: float = WAIT_STALL,
+    ) -> list[SetStatus]:
+        """Follow the sets until the server has dispatched each one and prepared every
+        picture (or marked some broken); one status per set."""
+        statuses = [SetStatus(s) for s in set_ids]
+        seen: dict[str, tuple[int, int, int]] = {}
+        loop = asyncio.get_running_loop()
+
+        def notify() -> None:
+            if progress is not None:
+                w = WaitProgress()
+                for p, t, b in seen.values():
+                    w.prepared, w.total, w.broken = w.prepared + p, w.total + t, w.broken + b
+                progress(w)
+
+        async def follow(st: SetStatus) -> None:
+            last: tuple[Any, ...] = ()
+            moved = loop.time()
+            while True:
+                us = await self.api.upload_set(st.set_id)
+                items = us.get("items_status") or {}
+                st.prepared = int(items.get("prepared") or 0)
+                st.broken = int(items.get("broken") or 0)
+                st.rejected = int(items.get("rejected") or 0)
+                pending = int(items.get("not_processed") or 0) + int(items.get("preparing") or 0)
+                total = int(us.get("nb_items") or 0)
+                seen[st.set_id] = (st.prepared, total, st.broken)
+                notify()
+                st.collections = [
+                    str(c["id"]) for c in us.get("associated_collections") or [] if "id" in c
+                ]
+                if us.get("ready"):
+                    st.ready = True
+                    return
+                if st.broken and not pending and us.get("dispatched"):
+                    st.error = f"the server could not prepare {st.broken} picture(s)"
+                    return
+                now = (st.prepared, st.broken, pending, us.get("dispatched"))
+                if now != last:
+                    last, moved = now, loop.time()
+                elif loop.time() - moved > stall:
+                    st.error = (
+                        f"the server's preparation has not moved in {stall:.0f}s "
+                        f"({st.prepared} of {total} ready); rerun with --wait to follow it"
                     )
                     return
-                if answer.status == 409:
-                    res.cached += 1
-                if self.files is not None:
-                    self.files.put(fkey, {"picture_id": answer.picture_id or ""})
-            res.images += 1
-            res.bytes += len(data)
-            self._notify(images=1, nbytes=len(data))
-        except APIError as e:
-            if isinstance(e, AuthError) or e.status is None or not 400 <= e.status < 500:
-                self._abort(e)
-                return
-            self._failed(state, FileError(image.path, f"rejected by Panoramax: {e.message}"))
-        finally:
-            self._slots.release()
-            self._budget.release(image.size)
+                await asyncio.sleep(poll)
 
-    def _failed(self, state: _SetState, err: FileError, counts_for_set: bool = True) -> None:
-        """One photo did not make it. A rejection the server tracked still counts toward the
-        set (it will not take that file anyway): the set completes with the others."""
-        if counts_for_set:
-            state.failed += 1
-        self.result.failures.append(err)
-        log.warning("%s", err)
-
-    @staticmethod
-    def _retry_counter(res: SequenceResult) -> Callable[[int, BaseException, float], None]:
-        def on_retry(n: int, err: BaseException, wait: float) -> None:
-            res.retries += 1
-
-        return on_retry
-
-    # -- waiting for the server -----------------------------------------------------------------
-
-    async def _wait_ready(self, state: _SetState) -> None:
-        """Follow the set until the server has dispatched it and prepared every picture."""
-        assert state.set_id is not None
-        res = state.result
-        loop = asyncio.get_running_loop()
-        last: tuple[Any, ...] = ()
-        moved = loop.time()
-        while True:
-            us = await self.api.upload_set(state.set_id)
-            status = us.get("items_status") or {}
-            prepared = int(status.get("prepared") or 0)
-            broken = int(status.get("broken") or 0)
-            total = int(us.get("nb_items") or 0)
-            self.waiting[state.set_id] = (prepared, total, broken)
-            if self.wait_cb is not None:
-                w = WaitProgress()
-                for p, t, b in self.waiting.values():
-                    w.prepared += p
-                    w.total += t
-                    w.broken += b
-                self.wait_cb(w)
-            res.collections = [
-                str(c["id"]) for c in us.get("associated_collections") or [] if "id" in c
-            ]
-            pending = int(status.get("not_processed") or 0) + int(status.get("preparing") or 0)
-            if broken and not pending:
-                res.broken = broken
-                res.error = f"the server could not prepare {broken} picture(s) of this set"
-                return
-            if us.get("ready"):
-                res.ready = True
-                return
-            now = (prepared, broken, pending, us.get("dispatched"))
-            if now != last:
-                last, moved = now, loop.time()
-            elif loop.time() - moved > WAIT_STALL:
-                res.error = (
-                    f"the server's preparation of this set has not moved in {WAIT_STALL:.0f}s "
-                    f"({prepared} of {total} ready); rerun with --wait to follow it"
-                )
-                return
-            await asyncio.sleep(WAIT_POLL)
-
-
-def _prepare(image: UploadImage) -> tuple[bytes, str, dict[str, str]]:
-    """In a worker thread: the file's bytes, their md5 (the server's identity of a file) and the
-    overrides for what amly changed."""
-    with open(image.path, "rb") as f:
-        data = f.read()
-    return data, hashlib.md5(data).hexdigest(), overrides(image)
+        await asyncio.gather(*(follow(st) for st in statuses))
+        return statuses

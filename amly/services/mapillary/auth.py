@@ -8,29 +8,28 @@
 
 Tokens travel as :class:`~amly.config.Secret` and are never printed whole. The legacy
 ``MAPILLARY_PERMISSION_HASH``/``MAPILLARY_SIGNATURE_HASH`` (2014 upload hashes) are refused
-with a message that says what replaced them. Small synchronous HTTP (``urllib``): this runs
-once per process, before any event loop.
+with a message that says what replaced them. ``/me`` and ``/login`` go through the same
+:class:`~amly.net.Transport` as every other request.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import secrets
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .._atomic import fsync_dir
-from ..config import CLIENT_TOKEN_DEFAULT, Endpoints, Secret, config_dir
-from ..errors import APIError, AuthError, UsageError
+from ..._atomic import fsync_dir
+from ...config import CLIENT_TOKEN_DEFAULT, Secret, config_dir
+from ...errors import APIError, AuthError, UsageError
+from ...net import Transport
 
 PROFILES_FILE = "profiles.json"
 DEFAULT_PROFILE = "default"
 OBSOLETE_VARS = ("MAPILLARY_PERMISSION_HASH", "MAPILLARY_SIGNATURE_HASH")
-TIMEOUT = 30.0
 
 
 def profiles_path() -> Path:
@@ -140,95 +139,74 @@ def check_obsolete_environment() -> None:
         )
 
 
-# -- HTTP ----------------------------------------------------------------------------------------
+# -- on the network (through the one transport: its retry policy, limiter, error mapping) ---
 
 
-def _call(method: str, url: str, token: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method)
-    req.add_header("Authorization", f"OAuth {token}")
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
+async def me(transport: Transport, token: Secret | None = None) -> dict[str, Any]:
+    """``{"id", "username"}`` of the token's user (``GET /me``): checks the token.
+    :class:`AuthError` with what to do when it is refused."""
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
-            return dict(json.load(resp))
-    except urllib.error.HTTPError as e:
-        try:
-            err = json.load(e).get("error", {})
-        except (ValueError, AttributeError):
-            err = {}
-        message = err.get("error_user_msg") or err.get("message") or e.reason
-        if e.code in (401, 403) or err.get("code") == 190:
-            raise AuthError(str(message), status=e.code, code=err.get("code")) from None
-        raise APIError(
-            f"{method} {url.split('?')[0]}: HTTP {e.code}: {message}",
-            status=e.code,
-            code=err.get("code"),
-            subcode=err.get("error_subcode"),
-        ) from None
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", e)
-        raise APIError(
-            f"cannot reach {url.split('?')[0]}: {reason}",
-            hint="check the network, or --endpoint / MAPILLARY_GRAPH_API_ENDPOINT",
-        ) from None
-
-
-def verify_token(token: Secret, endpoints: Endpoints | None = None) -> dict[str, Any]:
-    """``{"id", "username"}`` of the token's user (``GET /me``); AuthError when it is bad."""
-    endpoints = endpoints or Endpoints.from_env()
-    try:
-        return _call("GET", f"{endpoints.graph}/me?fields=id,username", token.reveal())
+        answer = await transport.request(
+            "GET", f"{transport.endpoints.graph}/me", params={"fields": "id,username"}, token=token
+        )
     except AuthError as e:
         raise AuthError(
             f"the access token was refused: {e.message}",
             status=e.status,
             code=e.code,
-            hint="create a new one with `amly auth`",
+            hint="create a new one with `amly auth`, or set MAPILLARY_ACCESS_TOKEN",
         ) from None
+    if not isinstance(answer, dict) or "id" not in answer:
+        raise AuthError("the server did not say who this token belongs to (/me answered no id)")
+    return answer
 
 
-def login(
-    email: str,
-    password: Secret,
-    endpoints: Endpoints | None = None,
-    *,
-    client_token: str | None = None,
+async def login(
+    transport: Transport, email: str, password: Secret, *, client_token: str | None = None
 ) -> tuple[Secret, str]:
     """Log in with email and password; returns (access token, user id)."""
-    endpoints = endpoints or Endpoints.from_env()
     client = client_token or os.environ.get("MAPILLARY_CLIENT_TOKEN") or CLIENT_TOKEN_DEFAULT
     body = {"email": email, "password": password.reveal(), "locale": "en_US"}
     try:
-        answer = _call("POST", f"{endpoints.graph}/login", client, body)
+        answer = await transport.request(
+            "POST", f"{transport.endpoints.graph}/login", json_body=body, token=Secret(client)
+        )
     except AuthError as e:
         raise AuthError(
             f"login failed for {email}: {e.message}", status=e.status, code=e.code
         ) from None
     try:
         return Secret(str(answer["access_token"])), str(answer.get("user_id", ""))
-    except (KeyError, ValueError):
+    except (KeyError, ValueError, TypeError):
         raise APIError("the login answer carries no access token") from None
 
 
-def resolve_token(profile: str | None = None, *, endpoints: Endpoints | None = None) -> Secret:
-    """The token to use: ``MAPILLARY_ACCESS_TOKEN``, else the saved ``profile`` (default
-    profile when None), else a login with ``MAPILLARY_EMAIL``/``MAPILLARY_PASSWORD``.
-    Raises :class:`AuthError` with what to do when there is none."""
+def saved_token(profile: str | None = None) -> Secret | None:
+    """The token that needs no network: ``MAPILLARY_ACCESS_TOKEN``, else the saved
+    ``profile`` (default profile when None); None when neither has one."""
     check_obsolete_environment()
     if value := os.environ.get("MAPILLARY_ACCESS_TOKEN", "").strip():
         return Secret(value)
     token = load_token(profile)
-    if token is not None:
-        return token
-    if profile and profile != DEFAULT_PROFILE:
+    if token is None and profile and profile != DEFAULT_PROFILE:
         raise AuthError(
             f"no saved profile {profile!r}",
             hint=f"create it with `amly auth --profile {profile}`",
         )
+    return token
+
+
+async def resolve_token(transport: Transport, profile: str | None = None) -> Secret:
+    """The token to use, the one order every verb and the :class:`~amly.Client` follow:
+    ``MAPILLARY_ACCESS_TOKEN``, else the saved ``profile``, else a login with
+    ``MAPILLARY_EMAIL``/``MAPILLARY_PASSWORD``. :class:`AuthError` with what to do when
+    there is none. The profile file is read off the event loop."""
+    token = await asyncio.to_thread(saved_token, profile)
+    if token is not None:
+        return token
     email, password = os.environ.get("MAPILLARY_EMAIL"), os.environ.get("MAPILLARY_PASSWORD")
     if email and password:
-        return login(email, Secret(password), endpoints)[0]
+        return (await login(transport, email, Secret(password)))[0]
     raise AuthError(
         "no access token",
         hint="run `amly auth`, or set MAPILLARY_ACCESS_TOKEN "

@@ -17,8 +17,8 @@ import aiohttp
 
 from ..config import Endpoints, Secret
 from ..errors import APIError, AuthError, UsageError
-from ._limits import Limits, RateLimiter
-from ._retry import Retry, RetryPolicy, classify, with_retries
+from .limits import Limits, RateLimiter
+from .retry import Retry, RetryPolicy, classify, with_retries
 
 log = logging.getLogger("amly.api")
 
@@ -130,8 +130,9 @@ class Transport:
                 if not self._reached and n + 1 >= self.policy.first_contact_attempts:
                     raise APIError(
                         f"cannot connect to {e.host}:{e.port}: {e.os_error or e}",
-                        hint="is the server running? check --endpoint or the "
-                        "MAPILLARY_*_ENDPOINT variables, and the network",
+                        hint="is the server running? check the endpoint (or the "
+                        "MAPILLARY_*_ENDPOINT variables) and the network",
+                        options=("endpoint",),
                     ) from e
                 raise
             except (Retry, APIError):
@@ -154,7 +155,8 @@ class Transport:
         if token is None:
             raise AuthError(
                 "no access token",
-                hint="run 'amly auth --token T', or set MAPILLARY_ACCESS_TOKEN",
+                hint="give a token, save one with `amly auth`, or set MAPILLARY_ACCESS_TOKEN",
+                options=("token",),
             )
         return {"Authorization": f"OAuth {token.reveal()}"}
 
@@ -205,7 +207,10 @@ class Transport:
                 if resp.status >= 400:
                     raise await error_from_response(resp)
                 if read is not None:
-                    return await read(resp)
+                    value = await read(resp)
+                    if isinstance(value, (bytes, bytearray)):
+                        self.stats["bytes_received"] += len(value)
+                    return value
                 raw = await resp.read()
                 self.stats["bytes_received"] += len(raw)
                 return decode_json(raw, resp.status)
@@ -228,6 +233,11 @@ class Transport:
             json_body=json_body,
             surface=surface,
         )
+
+
+async def read_bytes(resp: aiohttp.ClientResponse) -> bytes:
+    """A ``read=`` callback for :meth:`Transport.request`: the raw body (images, tiles)."""
+    return bytes(await resp.read())
 
 
 def decode_json(raw: bytes, status: int = 200) -> Any:

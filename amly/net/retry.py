@@ -2,7 +2,7 @@
 
 Classification (from the protocol notes):
 
-* 412 ``OffsetInvalidError`` -> refetch the upload offset, retry at once;
+* 412 ``OffsetInvalidError`` -> retry at once (the retry asks the server for its offset);
 * 429, ``RequestRateLimitedError`` or Graph code 4 -> wait ``backoff`` ms, else ``Retry-After``,
   else ``rate_limit_wait`` seconds;
 * 5xx, connection reset, timeout, search timeout (400/3404014) -> capped exponential backoff
@@ -33,8 +33,8 @@ SEARCH_TIMEOUT_SUBCODE = 3404014
 class Retry(Exception):
     """Raised inside an attempt to ask :func:`with_retries` for another one.
 
-    ``wait`` is the server-mandated delay (``None``: use the policy's backoff);
-    ``refetch_offset`` tells an upload to ask the server where to resume.
+    ``wait`` is the server-mandated delay (``None``: use the policy's backoff). An upload's
+    every retry asks the server where to resume, so an offset mismatch needs no flag.
     """
 
     def __init__(
@@ -42,13 +42,11 @@ class Retry(Exception):
         reason: str,
         *,
         wait: float | None = None,
-        refetch_offset: bool = False,
         rate_limited: bool = False,
     ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.wait = wait
-        self.refetch_offset = refetch_offset
         self.rate_limited = rate_limited
 
 
@@ -107,8 +105,8 @@ def classify(status: int, payload: Any, headers: Mapping[str, str] | None = None
     >>> isinstance(classify(503, None), Retry)
     True
     >>> classify(412, {"debug_info": {"type": "OffsetInvalidError", "retriable": True}}
-    ...          ).refetch_offset
-    True
+    ...          ).wait
+    0.0
     >>> classify(429, {"backoff": 1500}).wait
     1.5
     >>> type(classify(401, {"error": {"code": 190, "message": "expired"}})).__name__
@@ -128,7 +126,7 @@ def classify(status: int, payload: Any, headers: Mapping[str, str] | None = None
     message = error.get("message") or debug.get("message") or f"HTTP {status}"
 
     if status == 412 or dtype == "OffsetInvalidError":
-        return Retry(f"offset mismatch: {message}", wait=0.0, refetch_offset=True)
+        return Retry(f"offset mismatch: {message}", wait=0.0)
     if status == 429 or dtype == "RequestRateLimitedError" or code in (4, 17, 32, 613):
         wait: float | None = None
         if isinstance(payload.get("backoff"), (int, float)):

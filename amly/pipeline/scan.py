@@ -1,0 +1,72 @@
+"""Scanning: which files under the given paths are photos, folder by folder, in a
+deterministic order (roots as given, folders depth-first by name, files by name)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Iterator
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg")
+TEMP_PREFIX = ".amly-"
+
+
+def is_image_name(name: str) -> bool:
+    """A JPEG by name: ``.jpg``/``.jpeg`` in any case; hidden files and our temps are not.
+
+    >>> [is_image_name(n) for n in ["a.JPG", "b.jpeg", ".c.jpg", ".amly-x.jpg", "d.png"]]
+    [True, True, False, False, False]
+    """
+    return not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES)
+
+
+@dataclasses.dataclass
+class Folder:
+    """One directory's images (not its subfolders'), in name order, and the root it came from."""
+
+    root: str
+    path: str
+    files: list[str]
+
+
+def scan(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> list[Folder]:
+    """Every folder with JPEGs under ``paths`` (directories or single files), deterministic
+    order: roots in the given order, then folders depth-first by name, files by name.
+
+    Hidden files and folders (``.name``) are skipped, which also skips amly's ``.amly-*``
+    temporary files. A path that does not exist raises ``FileNotFoundError``.
+    """
+    folders: list[Folder] = []
+    seen: set[str] = set()
+    for p in paths:
+        path = os.path.abspath(os.fspath(p))
+        if os.path.isfile(path):
+            folders.append(Folder(path, os.path.dirname(path), [path]))
+            continue
+        if not os.path.isdir(path):
+            raise FileNotFoundError(path)
+        for folder in _walk(path, recursive):
+            if folder.path not in seen:
+                seen.add(folder.path)
+                folder.root = path
+                folders.append(folder)
+    return folders
+
+
+def _walk(top: str, recursive: bool) -> Iterator[Folder]:
+    try:
+        entries = sorted(os.scandir(top), key=lambda e: e.name)
+    except OSError:
+        return
+    files = [e.path for e in entries if is_image_name(e.name) and e.is_file()]
+    if files:
+        yield Folder(top, top, files)
+    if recursive:
+        for e in entries:
+            if not e.name.startswith(".") and e.is_dir(follow_symlinks=False):
+                yield from _walk(e.path, recursive)
+
+
+def scan_files(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> list[str]:
+    """All image paths of :func:`scan`, flattened."""
+    return [f for folder in scan(paths, recursive=recursive) for f in folder.files]
