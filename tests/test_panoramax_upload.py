@@ -235,3 +235,38 @@ def test_killed_run_resumes_without_sending_twice(
     # one set per sequence, never a second one
     sets = {s["upload_set_id"] for s in summary["sequences"]}
     assert len(sets) == 2
+
+
+def test_auth_service_panoramax_then_upload_with_the_profile(
+    panoramax: PanoramaxServer, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAPILLARY_", "PANORAMAX_"))}
+    env["AMLY_HOME"] = str(home)
+    base = [sys.executable, "-m", "amly", "auth", "--service", "panoramax", "--api-url"]
+    bad = subprocess.run(
+        [*base, panoramax.url, "--token", "-"],
+        input="x.y.z\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 3, bad.stderr
+    assert not (home / "profiles.json").exists()
+    good = subprocess.run(
+        [*base, panoramax.url, "--token", "-", "--json"],
+        input=panoramax.token + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert good.returncode == 0, good.stderr
+    assert json.loads(good.stdout)["username"] == "amly-test"
+    assert panoramax.token not in good.stdout + good.stderr
+    assert (home / "profiles.json").stat().st_mode & 0o777 == 0o600
+    photos(tmp_path / "t" / "a", 2)
+    up = run_amly(home, *upload_cmd(tmp_path / "t", panoramax))  # no token given: the profile
+    assert up.returncode == 0, up.stderr
+    assert out(up)["counts"]["images"] == 2
