@@ -340,6 +340,11 @@ class PanoramaxServer:
                 str(self.threads),
                 "--timeout",
                 "300",
+                # gunicorn's 2 s default closes idle connections just as a client polling
+                # every ~2 s reuses one ("Server disconnected" in panoramax-cli --wait); a
+                # real instance sits behind a proxy with a longer keep-alive
+                "--keep-alive",
+                "30",
                 "geovisio:create_app()",
             ],
             env=env,
