@@ -37,6 +37,7 @@ VERBS = [
     "auth",
     "upload",
     "download",
+    "transfer",
     "join_gpx",
     "report",
     "server",
