@@ -170,6 +170,14 @@ class Client:
         secret = Secret(token) if isinstance(token, str) else token
         return panoramax.PanoramaxAPI(self.transport, api_url, secret)
 
+    def panoramax_images(self, api_url: str, bbox: Iterable[float]) -> AsyncIterator[Any]:
+        """``async for item in client.panoramax_images(url, bbox)``: every STAC item (picture)
+        of the box on a Panoramax instance, page after page."""
+        from .services.mapillary.query import check_bbox
+        from .services.panoramax import download
+
+        return download.search(self.panoramax(api_url), check_bbox(bbox))
+
     async def panoramax_download_images(
         self,
         api_url: str,

@@ -270,3 +270,25 @@ def test_auth_service_panoramax_then_upload_with_the_profile(
     up = run_amly(home, *upload_cmd(tmp_path / "t", panoramax))  # no token given: the profile
     assert up.returncode == 0, up.stderr
     assert out(up)["counts"]["images"] == 2
+
+
+def test_asyncio_api_upload_then_search(panoramax: PanoramaxServer, tmp_path: Path) -> None:
+    """The library road: ``Client.upload(..., target=client.panoramax_target(...))`` and
+    ``client.panoramax_images``."""
+    import asyncio
+
+    import amly
+
+    local = photos(tmp_path / "t" / "a", 4)
+
+    async def main() -> tuple[Any, list[Any]]:
+        async with amly.Client(journal=tmp_path / "j.sqlite3") as client:
+            target = client.panoramax_target(panoramax.url, panoramax.token)
+            result = await client.upload([tmp_path / "t" / "a"], target=target)
+            await target.wait_ready(result.cluster_ids)
+            found = [i async for i in client.panoramax_images(panoramax.url, (-180, -85, 180, 85))]
+            return result, found
+
+    result, found = asyncio.run(main())
+    assert result.ok and result.images == 4 and len(result.cluster_ids) == 1
+    assert sorted(i["properties"]["original_file:name"] for i in found) == [p.name for p in local]
