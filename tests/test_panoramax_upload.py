@@ -184,6 +184,11 @@ def test_bad_token_and_not_panoramax(panoramax: PanoramaxServer, tmp_path: Path)
     )
     assert other.returncode == 4, other.stderr
     assert "not a Panoramax instance" in other.stderr
+    gone = run_amly(
+        tmp_path / "h", *upload_cmd(tmp_path / "t", panoramax)[:6], "http://127.0.0.1:9", "--json"
+    )
+    assert gone.returncode == 4, gone.stderr
+    assert "cannot connect" in gone.stderr and "Traceback" not in gone.stderr
 
 
 def test_anonymous_upload_where_auth_is_off(

@@ -132,8 +132,6 @@ class PanoramaxAPI:
         sets (a clear :class:`APIError` for any other server)."""
         try:
             conf = await self.call("GET", "configuration")
-        except Retry as e:  # pragma: no cover - with_retries turns these into APIError
-            raise APIError(str(e)) from e
         except APIError as e:
             if isinstance(e, AuthError):
                 raise
