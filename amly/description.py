@@ -43,10 +43,17 @@ def format_capture_time(t: datetime) -> str:
 
     >>> format_capture_time(datetime(2021, 2, 13, 13, 24, 41, 140000, tzinfo=timezone.utc))
     '2021_02_13_13_24_41_140'
+    >>> format_capture_time(datetime(1, 1, 1, 0, 0, 0, 999, tzinfo=timezone.utc))
+    '0001_01_01_00_00_00_000'
     """
     if t.tzinfo is None:
         raise ValueError("capture time must be timezone-aware")
-    return t.astimezone(timezone.utc).strftime(CAPTURE_TIME_FORMAT)[:-3]
+    u = t.astimezone(timezone.utc)
+    # Not strftime: its %Y writes year 1 as "1", which nobody parses back.
+    return (
+        f"{u.year:04d}_{u.month:02d}_{u.day:02d}_{u.hour:02d}_{u.minute:02d}_{u.second:02d}_"
+        f"{u.microsecond // 1000:03d}"
+    )
 
 
 def parse_capture_time(s: str) -> datetime:
@@ -104,8 +111,33 @@ def embeddable(description: dict[str, Any]) -> dict[str, Any]:
 
 
 def dumps(description: dict[str, Any]) -> str:
-    """Compact JSON with sorted keys: the exact bytes embedded in EXIF ImageDescription."""
-    return json.dumps(description, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON with sorted keys: the exact bytes embedded in EXIF ImageDescription.
+
+    >>> dumps({"MAPFilename": os.fsdecode(b"\\xff.jpg"), "MAPDeviceMake": "Ricoh ü"})
+    '{"MAPDeviceMake":"Ricoh ü","MAPFilename":"\\\\udcff.jpg"}'
+    """
+    text = json.dumps(description, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text if text.isascii() else escape_surrogates(text)
+
+
+def escape_surrogates(text: str) -> str:
+    """JSON text with its lone surrogates written as ``\\udcXX`` escapes.
+
+    A file name that is not valid UTF-8 reaches Python with each undecodable byte as a lone
+    surrogate (``b"\\xff"`` -> ``"\\udcff"``), which no UTF-8 encoder accepts. Escaped,
+    the JSON stays strict and encodable, reads back to the same string (so to the same
+    bytes on disk), and matches what mapillary_tools writes for such names.
+
+    >>> escape_surrogates('["\\udcff.jpg", "ü"]')
+    '["\\\\udcff.jpg", "ü"]'
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # Only surrogates fail to encode, and they only occur inside JSON strings: the
+        # backslash escape Python writes for them is the JSON escape.
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def validate_embedded(description: Any) -> list[str]:
@@ -174,7 +206,8 @@ def error_entry(error: FileError) -> dict[str, Any]:
 
 def write_file(path: str | os.PathLike[str], entries: list[dict[str, Any]]) -> None:
     """Write a description file atomically (temp + fsync + rename)."""
-    atomic_write(path, json.dumps(entries, indent=2, ensure_ascii=False).encode("utf-8"))
+    text = json.dumps(entries, indent=2, ensure_ascii=False, allow_nan=False)
+    atomic_write(path, escape_surrogates(text).encode("utf-8"))
 
 
 def read_file(path: str | os.PathLike[str]) -> list[dict[str, Any]]:

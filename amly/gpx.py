@@ -7,11 +7,17 @@ long tracks (see ``bench/bench_gpx.py``); gpxpy stays the reference in the tests
 
 A track is returned as segments (``list[list[Point]]``), each sorted by time: interpolation
 must never bridge two segments (the logger was off in between), see :func:`amly.geo.locate`.
+
+A track is validated once, here, when it is read: a point whose position is not a number or
+out of range (NaN, infinite, 101°...) or whose time is no date a photo can have is dropped and
+counted (:attr:`GpxTrack.dropped`); an elevation that is not a number or beyond -1000..100000 m
+is ignored and counted (:attr:`GpxTrack.bad_elevations`). Nothing downstream ever sees one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import sys
@@ -23,7 +29,7 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from ._atomic import atomic_write
-from .types import Point
+from .types import CAPTURE_YEARS, Point
 
 __all__ = [
     "GpxTrack",
@@ -32,6 +38,7 @@ __all__ = [
     "parse_gpx_text",
     "parse_gpx_tracks",
     "parse_nmea_text",
+    "parse_nmea_track",
     "parse_time",
     "read_nmea",
     "read_track",
@@ -48,6 +55,30 @@ class GpxTrack:
 
     name: str | None
     segments: Segments
+    dropped: int = 0
+    """Timed points left out: position not a number or out of range, time unreadable or
+    beyond the years a photo can have."""
+    bad_elevations: int = 0
+    """Points kept without their elevation (not a number, or beyond -1000..100000 m)."""
+
+
+@dataclasses.dataclass
+class _Counts:
+    dropped: int = 0
+    bad_elevations: int = 0
+
+
+#: Elevations beyond these (m) are glitches; the EXIF reader rejects the same range.
+MIN_ELEVATION, MAX_ELEVATION = -1000.0, 100_000.0
+
+
+def _position_ok(lat: float, lon: float) -> bool:
+    """A real position (never NaN: every comparison with NaN is false).
+
+    >>> _position_ok(52.5, 13.4), _position_ok(float("nan"), 0.0), _position_ok(101.0, 202.0)
+    (True, False, False)
+    """
+    return -90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0
 
 
 # --- time -----------------------------------------------------------------------------------
@@ -72,7 +103,18 @@ def parse_time(text: str) -> datetime:
     '2024-06-01T10:00:00.123456+00:00'
     >>> parse_time("2024-06-01T10:00:00").isoformat()
     '2024-06-01T10:00:00+00:00'
+    >>> parse_time("9999-12-31T23:59:60Z")
+    Traceback (most recent call last):
+    ...
+    ValueError: time beyond the calendar: '9999-12-31T23:59:60Z'
     """
+    try:
+        return _parse_time(text)
+    except OverflowError:  # 9999-12-31 with a negative offset or a leap second, 0001 + offset
+        raise ValueError(f"time beyond the calendar: {text!r}") from None
+
+
+def _parse_time(text: str) -> datetime:
     if _FAST_ISO and len(text) >= 20 and text[10] == "T" and text[-1] == "Z":
         # Python >= 3.11 parses the common "...T10:00:00[.fff]Z" in C, 3x faster than the regex.
         try:
@@ -145,29 +187,37 @@ def parse_gpx_tracks(data: str | bytes) -> list[GpxTrack]:
     tracks: list[GpxTrack] = []
     for trk in root:
         kind = _local(trk.tag)
+        counts = _Counts()
         if kind == "trk":
-            segs = [_points(seg, "trkpt") for seg in trk if _local(seg.tag) == "trkseg"]
+            segs = [_points(seg, "trkpt", counts) for seg in trk if _local(seg.tag) == "trkseg"]
         elif kind == "rte":  # a timed route (some loggers write these) is a one-segment track
-            segs = [_points(trk, "rtept")]
+            segs = [_points(trk, "rtept", counts)]
         else:
             continue
         name = _child_text(trk, "name")
-        tracks.append(GpxTrack(name.strip() if name else None, [s for s in segs if s]))
+        tracks.append(
+            GpxTrack(
+                name.strip() if name else None,
+                [s for s in segs if s],
+                counts.dropped,
+                counts.bad_elevations,
+            )
+        )
     return tracks
 
 
-def _points(parent: ET.Element, tag: str) -> list[Point]:
+def _points(parent: ET.Element, tag: str, counts: _Counts) -> list[Point]:
     points: list[Point] = []
     for pt in parent:
         if _local(pt.tag) == tag:
-            p = _trkpt(pt)
+            p = _trkpt(pt, counts)
             if p is not None:
                 points.append(p)
     points.sort(key=_time_of)
     return points
 
 
-def _trkpt(pt: ET.Element) -> Point | None:
+def _trkpt(pt: ET.Element, counts: _Counts) -> Point | None:
     t = ele = None
     for child in pt:
         tag = _local(child.tag)
@@ -176,15 +226,39 @@ def _trkpt(pt: ET.Element) -> Point | None:
         elif tag == "ele":
             ele = child.text
     if not t:
-        return None
+        return None  # not a fix: nothing to geotag with (routes, hand-drawn tracks)
     try:
         lat = float(pt.attrib["lat"])
         lon = float(pt.attrib["lon"])
         when = parse_time(t)
-        alt = float(ele) if ele and ele.strip() else None
     except (KeyError, ValueError):
-        return None  # a broken point is skipped like a point without time
+        counts.dropped += 1
+        return None
+    # (inline, not _position_ok(): this runs for every point of long tracks)
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0) or when.year not in CAPTURE_YEARS:
+        counts.dropped += 1
+        return None
+    alt = None
+    if ele:
+        try:
+            alt = float(ele)
+        except ValueError:
+            alt = math.nan if ele.strip() else None
+        if alt is not None and not MIN_ELEVATION <= alt <= MAX_ELEVATION:
+            counts.bad_elevations += 1
+            alt = None
     return Point(when, lat, lon, alt)
+
+
+def _elevation(text: str, counts: _Counts) -> float | None:
+    try:
+        alt = float(text)
+    except ValueError:
+        alt = math.nan
+    if MIN_ELEVATION <= alt <= MAX_ELEVATION:
+        return alt
+    counts.bad_elevations += 1
+    return None
 
 
 def _time_of(p: Point) -> datetime:
@@ -227,7 +301,10 @@ def _nmea_coord(value: str, hemi: str) -> float:
     # ddmm.mmmm / dddmm.mmmm: degrees are everything before the last two integer digits.
     dot = value.find(".")
     cut = (dot if dot >= 0 else len(value)) - 2
-    deg = float(value[:cut] or 0) + float(value[cut:]) / 60.0
+    minutes = float(value[cut:])
+    if not 0.0 <= minutes < 60.0 or not value[:cut].isdigit() and value[:cut]:  # also NaN
+        raise ValueError(f"not a coordinate: {value!r}")
+    deg = float(value[:cut] or 0) + minutes / 60.0
     return -deg if hemi in ("S", "W") else deg
 
 
@@ -250,7 +327,15 @@ def parse_nmea_text(data: str | bytes) -> Segments:
     >>> [(p.time.isoformat(), round(p.lat, 4), p.alt) for p in parse_nmea_text(text)[0]]
     [('1994-03-23T12:35:19+00:00', 48.1173, 545.4), ('1994-03-23T12:35:20+00:00', 48.1173, None)]
     """
+    return parse_nmea_track(data).segments
+
+
+def parse_nmea_track(data: str | bytes, name: str | None = None) -> GpxTrack:
+    """:func:`parse_nmea_text` as one track named ``name``, with the count of fixes dropped
+    because their position or time is unusable (sentences with a good checksum and a fix,
+    but a coordinate that is no number or out of range, a time like 25:61:00)."""
     text = data.decode("ascii", "replace") if isinstance(data, bytes) else data
+    counts = _Counts()
     # (kind, time of day, lat, lon, alt, date) in file order; dates resolved afterwards.
     records: list[tuple[str, time, float, float, float | None, date | None]] = []
     for line in text.splitlines():
@@ -264,18 +349,26 @@ def parse_nmea_text(data: str | bytes) -> Segments:
                 d = date(2000 + int(f[9][4:6]), int(f[9][2:4]), int(f[9][0:2]))
                 if int(f[9][4:6]) >= 80:  # two-digit years: 1980..2079 (GPS started 1980)
                     d = d.replace(year=d.year - 100)
-                records.append(
-                    ("RMC", _nmea_tod(f[1]), _nmea_coord(f[3], f[4]), _nmea_coord(f[5], f[6]),
-                     None, d)
-                )  # fmt: skip
+                lat, lon = _nmea_coord(f[3], f[4]), _nmea_coord(f[5], f[6])
+                if not _position_ok(lat, lon):
+                    raise ValueError("position out of range")
+                records.append(("RMC", _nmea_tod(f[1]), lat, lon, None, d))
             elif kind == "GGA" and len(f) >= 10 and f[6] not in ("", "0") and f[2]:
-                alt = float(f[9]) if f[9] else None
-                records.append(
-                    ("GGA", _nmea_tod(f[1]), _nmea_coord(f[2], f[3]), _nmea_coord(f[4], f[5]),
-                     alt, None)
-                )  # fmt: skip
-        except (ValueError, IndexError):
+                lat, lon = _nmea_coord(f[2], f[3]), _nmea_coord(f[4], f[5])
+                if not _position_ok(lat, lon):
+                    raise ValueError("position out of range")
+                alt = _elevation(f[9], counts) if f[9] else None
+                records.append(("GGA", _nmea_tod(f[1]), lat, lon, alt, None))
+        except (ValueError, IndexError, OverflowError):  # OverflowError: a time like "inf"
+            counts.dropped += 1
             continue
+    segments = _nmea_segments(records)
+    return GpxTrack(name, segments, counts.dropped, counts.bad_elevations)
+
+
+def _nmea_segments(
+    records: list[tuple[str, time, float, float, float | None, date | None]],
+) -> Segments:
     first_date = next((r[5] for r in records if r[5] is not None), None)
     if first_date is None:
         return []  # without any RMC there is no date: times would be guesses
@@ -318,12 +411,13 @@ def _is_nmea(data: bytes) -> bool:
     return not head.startswith(b"<") and _NMEA_SENTENCE.search(head) is not None
 
 
-def read_tracks(path: str | os.PathLike[str]) -> list[GpxTrack]:
-    """The tracks of a GPX or NMEA file (NMEA: one track named after the file, sans suffix)."""
+def read_tracks(path: str | os.PathLike[str], *, nmea: bool | None = None) -> list[GpxTrack]:
+    """The tracks of a GPX or NMEA file (NMEA: one track named after the file, sans suffix);
+    ``nmea``: ``None`` sniffs the content, ``True`` reads NMEA whatever it looks like."""
     data = _read(path)
-    if _is_nmea(data):
+    if nmea or (nmea is None and _is_nmea(data)):
         stem = os.path.splitext(os.path.basename(os.fspath(path)))[0]
-        return [GpxTrack(stem, parse_nmea_text(data))]
+        return [parse_nmea_track(data, stem)]
     return parse_gpx_tracks(data)
 
 
@@ -338,7 +432,7 @@ def read_track(path: str | os.PathLike[str]) -> Segments:
 
 def read_nmea(path: str | os.PathLike[str]) -> Segments:
     """Fixes of an NMEA 0183 log (see :func:`parse_nmea_text`)."""
-    return parse_nmea_text(_read(path))
+    return [seg for trk in read_tracks(path, nmea=True) for seg in trk.segments]
 
 
 def offset_to_align(first_image_time: datetime, track: Seq[Point] | Seq[Seq[Point]]) -> float:
@@ -457,13 +551,18 @@ def join_gpx(
     """Merge GPX/NMEA files into one GPX 1.1 file: one ``<trk>`` per input track, in order.
 
     Track names are kept (NMEA files and unnamed tracks are named after their file); the
-    output is written atomically. Returns the number of tracks written.
+    output is written atomically. Returns the number of tracks written. A file that is not
+    a track raises ``ValueError`` naming it, and nothing is written.
     """
     parts = [_GPX_HEAD.format(creator=quoteattr(creator)), _metadata_xml(name, None, None)]
     count = 0
     for path in paths:
         base = os.path.splitext(os.path.basename(os.fspath(path)))[0]
-        for trk in read_tracks(path):
+        try:
+            tracks = read_tracks(path)
+        except ValueError as e:  # which file: the parser's message cannot say
+            raise ValueError(f"{os.fspath(path)}: {e}") from None
+        for trk in tracks:
             if not trk.segments:
                 continue
             parts.extend(_trk_xml(trk.name or base, trk.segments))

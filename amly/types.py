@@ -14,6 +14,14 @@ from typing import Any
 BBox = tuple[float, float, float, float]
 """``(west, south, east, north)`` in degrees, the order the Graph API's ``bbox`` uses."""
 
+CAPTURE_YEARS = range(1800, 2200)
+"""Years a capture time (or a track point) can have: photography began in the 1820s, and a
+later year is a corrupt clock. It also keeps every time far from ``datetime``'s limits
+(years 1..9999), so offsets and interpolation can never overflow."""
+GPS_YEARS = range(1980, 2200)
+"""Years a GPS date stamp can have: the GPS time scale starts on 1980-01-06 (an unset GPS
+clock says 1970-01-01, or 0001-01-01)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Point:

@@ -40,11 +40,31 @@ def add_timezone_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def finite_float(text: str) -> float:
+    """An argparse type: a real number (not nan or inf) below 1e10 in size (1e10 s is three
+    centuries: no offset can push a time past the calendar's end).
+
+    >>> finite_float("-12.5")
+    -12.5
+    >>> finite_float("nan")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: not a finite number below 1e10: 'nan'
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not abs(value) < 1e10:  # also NaN
+        raise argparse.ArgumentTypeError(f"not a finite number below 1e10: {text!r}")
+    return value
+
+
 def add_offset_angle_option(p: argparse._ActionsContainer) -> None:
     """``--offset-angle``: the same option (and default) wherever directions are computed."""
     p.add_argument(
         "--offset-angle",
-        type=float,
+        type=finite_float,
         default=0.0,
         metavar="DEG",
         help="degrees added to every direction (camera not facing forward) [0]",
@@ -60,7 +80,7 @@ def add_track_options(p: argparse.ArgumentParser, *, required: bool) -> None:
     src.add_argument("--nmea", metavar="FILE", help="NMEA log to take positions from")
     g.add_argument(
         "--offset-time",
-        type=float,
+        type=finite_float,
         default=0.0,
         metavar="S",
         help="seconds to add to camera times to get GPS times (camera clock offset) [0]",
@@ -81,21 +101,41 @@ def add_track_options(p: argparse.ArgumentParser, *, required: bool) -> None:
 
 
 def load_track(args: argparse.Namespace) -> list[list[Any]] | None:
-    """The track segments named by ``--gpx``/``--nmea`` (None if neither)."""
+    """The track segments named by ``--gpx``/``--nmea`` (None if neither). Bad points were
+    dropped by the reader and are reported here; a track with none left is refused."""
     path = getattr(args, "gpx", None) or getattr(args, "nmea", None)
     if not path:
         return None
     from .. import gpx  # only now: XML parsing imports are not free
 
     try:
-        segments = gpx.read_nmea(path) if getattr(args, "nmea", None) else gpx.read_track(path)
+        tracks = gpx.read_tracks(path, nmea=True if getattr(args, "nmea", None) else None)
     except FileNotFoundError:
         raise UsageError(f"no such track file: {path}") from None
-    except (ValueError, OSError) as e:
+    except OSError as e:
+        raise UsageError(f"cannot read the track {path}: {e.strerror}") from None
+    except ValueError as e:
         raise UsageError(f"cannot read the track {path}: {e}") from None
+    segments = [seg for trk in tracks for seg in trk.segments]
+    dropped = sum(t.dropped for t in tracks)
+    bad_elevations = sum(t.bad_elevations for t in tracks)
+    why = (
+        f"{dropped} point(s) left out: position not a number or out of range, or time "
+        "unreadable or implausible"
+    )
     if not any(segments):
-        raise UsageError(f"the track {path} has no points")
-    return list(segments)
+        raise UsageError(
+            f"the track {path} has no usable points" + (f" ({why})" if dropped else ""),
+            hint="check that the file is the logger's track and not damaged",
+        )
+    if (dropped or bad_elevations) and not getattr(args, "quiet", False):
+        notes = [why] if dropped else []
+        if bad_elevations:
+            notes.append(
+                f"{bad_elevations} elevation(s) ignored: not a number or beyond -1000..100000 m"
+            )
+        print(f"amly: warning: track {path}: " + "; ".join(notes), file=sys.stderr)
+    return segments
 
 
 def add_process_options(p: argparse.ArgumentParser) -> None:

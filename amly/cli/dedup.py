@@ -94,7 +94,12 @@ def run(args: argparse.Namespace) -> int:
     dup_default, err_default = default_targets(root)
     dup_dir = os.path.abspath(args.duplicate_dir or dup_default)
     err_dir = os.path.abspath(args.error_dir or err_default)
-    located = usable(images, bad, check=sequence.check_null_island)
+    located = usable(
+        images,
+        bad,
+        hint="set the time with `amly fix-dates` or the position with `amly geotag`",
+        check=sequence.check_null_island,
+    )
     duplicates = []
     for group in sequence.group_images(located):
         _, dups = sequence.find_duplicates(group, args.distance, args.angle)

@@ -7,12 +7,12 @@ DateTimeOriginal/SubSecTimeOriginal (losslessly: only the EXIF segment changes).
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timedelta, tzinfo
+from datetime import datetime, timedelta, timezone, tzinfo
 
 from ..errors import UsageError
 from ._common import Summary
 from ._inplace import scan_dir, write_each
-from ._options import add_output_options, add_timezone_option
+from ._options import add_output_options, add_timezone_option, finite_float
 
 EPILOG = """\
 examples:
@@ -35,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("dir", metavar="DIR", help="folder of JPEGs (files in name order)")
     p.add_argument("start", metavar="START", help="time of the first photo: 'YYYY-MM-DD HH:MM:SS'")
-    p.add_argument("increment", metavar="INCREMENT", type=float, help="seconds between photos")
+    p.add_argument(
+        "increment", metavar="INCREMENT", type=finite_float, help="seconds between photos"
+    )
     add_timezone_option(p)
     add_output_options(p)
     p.set_defaults(func=run)
@@ -61,7 +63,29 @@ def parse_start(text: str, tz: tzinfo | None) -> datetime:
             continue
     else:
         raise UsageError(f"cannot read the start time {text!r}", hint="use 'YYYY-MM-DD HH:MM:SS'")
-    return naive.replace(tzinfo=tz) if tz is not None else naive.astimezone()
+    try:
+        return naive.replace(tzinfo=tz) if tz is not None else naive.astimezone()
+    except (OverflowError, OSError):  # year 1 or 9999 in this machine's zone
+        raise UsageError(
+            f"the start time {text!r} is beyond the calendar", hint="check START"
+        ) from None
+
+
+def _check_span(args: argparse.Namespace, start: datetime, n: int) -> None:
+    """START and START + (n-1) * INCREMENT must be times a photo can have."""
+    from ..types import CAPTURE_YEARS
+
+    years = f"{CAPTURE_YEARS.start}..{CAPTURE_YEARS.stop - 1}"
+    try:
+        last = start + timedelta(seconds=max(n - 1, 0) * args.increment)
+        ok = all(t.astimezone(timezone.utc).year in CAPTURE_YEARS for t in (start, last))
+    except OverflowError:
+        ok = False
+    if not ok:
+        raise UsageError(
+            f"the photos' times would leave the years {years}",
+            hint="check START and INCREMENT",
+        )
 
 
 def _write_time(item: tuple[str, datetime]) -> str:
@@ -79,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     tz = parse_timezone(args.timezone)
     start = parse_start(args.start, tz)
     files = sorted(f for folder in scan_dir(args, args.dir, recursive=False) for f in folder.files)
+    _check_span(args, start, len(files))
     summary = Summary("fix-dates")
     items = [(f, start + timedelta(seconds=i * args.increment)) for i, f in enumerate(files)]
     with Pool() as pool:

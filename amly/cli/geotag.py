@@ -65,21 +65,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _write_position(item: tuple[ImageMeta, datetime | None]) -> str:
     """Write one photo's position (and GPS stamp); a photo that already holds exactly these
     values is left alone (no rewrite, same bytes and mtime), which makes reruns free."""
-    from .._atomic import atomic_write
-    from ..errors import MetadataError
     from ..metadata import set_exif_bytes
+    from ..metadata.write import read_file, replace_file
 
     m, stamp = item
-    try:
-        with open(m.path, "rb") as f:
-            old = f.read()
-    except OSError as e:
-        raise MetadataError(m.path, f"cannot read the file: {e.strerror}") from None
+    old = read_file(m.path)
     new = set_exif_bytes(
         old, lat=m.lat, lon=m.lon, alt=m.alt, heading=m.heading, gps_time=stamp, name=m.path
     )
     if new != old:
-        atomic_write(m.path, new)
+        replace_file(m.path, new)
     return m.path
 
 

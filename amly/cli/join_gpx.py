@@ -39,6 +39,15 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"{args.folder}: no .gpx files")
     summary = Summary("join-gpx")
     summary.count("files", len(paths))
-    summary.count("tracks", join_gpx(paths, args.output))
+    try:
+        summary.count("tracks", join_gpx(paths, args.output))
+    except ValueError as e:
+        raise UsageError(
+            f"cannot join: {e}", hint="fix or move that file out of the folder; nothing was written"
+        ) from None
+    except OSError as e:
+        raise UsageError(
+            f"cannot join: {e.filename}: {e.strerror}", hint="nothing was written"
+        ) from None
     summary.info.update(output=args.output)
     return summary.emit(args)

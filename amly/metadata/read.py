@@ -10,12 +10,14 @@ of looping or allocating. Every failure says what is wrong and what to do.
 
 from __future__ import annotations
 
+import errno
+import math
 import os
 import struct
 from datetime import datetime, timedelta, timezone, tzinfo
 
 from ..errors import MetadataError
-from ..types import ImageMeta
+from ..types import CAPTURE_YEARS, GPS_YEARS, ImageMeta
 from . import _tiff as T
 from ._jpeg import EOI, JpegError, Layout, NeedMore, sof_size, walk
 from ._tz import parse_exif_datetime, parse_offset
@@ -53,11 +55,7 @@ def read_image(path: str | os.PathLike[str], *, tz: tzinfo | None = None) -> Ima
     try:
         fd = os.open(name, os.O_RDONLY | getattr(os, "O_BINARY", 0))
     except OSError as exc:
-        raise MetadataError(
-            name,
-            f"cannot open the file: {exc.strerror}",
-            hint="check that it exists and is readable",
-        ) from None
+        raise open_error(name, exc) from None
     try:
         size = os.fstat(fd).st_size
         if size == 0:
@@ -77,7 +75,7 @@ def read_image(path: str | os.PathLike[str], *, tz: tzinfo | None = None) -> Ima
                 name,
                 "no EXIF metadata in the JPEG (no capture time, no position)",
                 hint="the camera or an editor did not write any: set a time with "
-                "`amly fix_dates` and a position with `amly geotag`, or leave the file out",
+                "`amly fix-dates` and a position with `amly geotag`, or leave the file out",
             )
         start, end = lay.exif.data + 6, lay.exif.end
         if end <= len(buf):
@@ -101,6 +99,21 @@ def read_image(path: str | os.PathLike[str], *, tz: tzinfo | None = None) -> Ima
     except (struct.error, IndexError) as exc:  # an entry with a zero count, a short value
         raise MetadataError(name, f"corrupt EXIF: {exc}", hint=_HINT_EXIF) from None
     return meta
+
+
+def open_error(name: str, exc: OSError) -> MetadataError:
+    """The per-file error for a photo that cannot be opened."""
+    if exc.errno == errno.ELOOP:
+        return MetadataError(
+            name,
+            "cannot open the file: it is a symbolic link that loops (points back to itself)",
+            hint="remove the link or point it at the real photo",
+        )
+    return MetadataError(
+        name,
+        f"cannot open the file: {exc.strerror or 'unknown error'}",
+        hint="check that it exists and is readable",
+    )
 
 
 def _pread(fd: int, n: int, offset: int) -> bytes:
@@ -235,7 +248,7 @@ def _decode(meta: ImageMeta, tiff: bytes, tz: tzinfo | None) -> None:
                 )
             meta.alt = alt
         accuracy = number(gps, T.GPS_HPOS_ERROR)
-        if accuracy is not None and accuracy >= 0:
+        if accuracy is not None and 0.0 <= accuracy < math.inf:  # never NaN or infinite
             meta.gps_accuracy = accuracy
     heading = number(gps, T.GPS_DIRECTION)
     if heading is None:
@@ -257,29 +270,83 @@ def _decode(meta: ImageMeta, tiff: bytes, tz: tzinfo | None) -> None:
         if s is None:
             continue
         try:
-            dt = _exif_time(s, text(exif, sub_tag))
-        except ValueError:
+            camera_time = _camera_time(s, text(exif, sub_tag), text(exif, off_tag), tz)
+        except _BadTime as bad:
             if gps_time is not None:  # the GPS clock is enough: not worth failing the file
                 break
-            tag_name = {0x9003: "DateTimeOriginal", 0x9004: "DateTimeDigitized"}
+            tag = sub_tag if bad.subsec else dt_tag
             raise MetadataError(
                 name,
-                f"unreadable EXIF {tag_name.get(dt_tag, 'DateTime')} {s!r}",
-                hint="set a correct capture time with `amly fix_dates` or exiftool",
+                f"{bad.what} EXIF {_TAG_NAMES[tag]} {bad.value!r}{bad.detail}",
+                hint=bad.hint,
             ) from None
-        if dt is None:
-            continue
-        if dt.tzinfo is None:
-            offset = text(exif, off_tag)
-            zone = parse_offset(offset) if offset else None
-            if zone is not None:
-                dt = dt.replace(tzinfo=zone)
-        if dt.tzinfo is None and tz is not None:
-            dt = dt.replace(tzinfo=tz)
-        # (what localize() does, in one conversion: a naive time is taken as local time)
-        meta.camera_time = dt.astimezone(timezone.utc)
-        break
+        if camera_time is not None:
+            meta.camera_time = camera_time
+            break
     meta.capture_time = gps_time or meta.camera_time
+
+
+_TAG_NAMES = {
+    T.DATETIME_ORIGINAL: "DateTimeOriginal",
+    T.DATETIME_DIGITIZED: "DateTimeDigitized",
+    T.DATETIME: "DateTime",
+    T.SUBSEC_TIME_ORIGINAL: "SubSecTimeOriginal",
+    T.SUBSEC_TIME_DIGITIZED: "SubSecTimeDigitized",
+    T.SUBSEC_TIME: "SubSecTime",
+}
+_HINT_TIME = "set a correct capture time with `amly fix-dates` or exiftool"
+
+
+class _BadTime(Exception):
+    """A camera time that cannot be used: ``value`` is the field's text."""
+
+    def __init__(self, value: str, what: str, detail: str = "", *, subsec: bool = False) -> None:
+        super().__init__(value)
+        self.value, self.what, self.detail, self.subsec = value, what, detail, subsec
+        self.hint = (
+            "remove it (`exiftool -SubSecTimeOriginal= FILE`) or set the capture time with "
+            "`amly fix-dates`"
+            if subsec
+            else _HINT_TIME
+        )
+
+
+def _camera_time(
+    s: str, subsec: str | None, offset: str | None, tz: tzinfo | None
+) -> datetime | None:
+    """The camera clock's time in UTC (``None`` for the "unknown" placeholders cameras
+    write); :class:`_BadTime` for a time that is no date, a year no photo can have, or
+    fractions of a second that are not digits."""
+    if subsec is not None and not _subsec_ok(subsec):
+        raise _BadTime(subsec, "unreadable", " (fractions of a second: digits only)", subsec=True)
+    try:
+        dt = _exif_time(s, subsec)
+    except (ValueError, OverflowError):  # hour 24 of 9999-12-31 overflows
+        raise _BadTime(s, "unreadable") from None
+    if dt is None:
+        return None
+    if dt.year not in CAPTURE_YEARS:
+        years = f"{CAPTURE_YEARS.start}..{CAPTURE_YEARS.stop - 1}"
+        raise _BadTime(s, "implausible", f" (year {dt.year}, expected {years})")
+    if dt.tzinfo is None:
+        zone = parse_offset(offset) if offset else None
+        if zone is not None:
+            dt = dt.replace(tzinfo=zone)
+        elif tz is not None:
+            dt = dt.replace(tzinfo=tz)
+    # (what localize() does, in one conversion: a naive time is taken as local time; the
+    # year check above keeps it far from the calendar's ends, where this would overflow)
+    return dt.astimezone(timezone.utc)
+
+
+def _subsec_ok(subsec: str) -> bool:
+    """SubSecTime* digits (GoPro pads them with spaces).
+
+    >>> _subsec_ok("042"), _subsec_ok(" 42"), _subsec_ok("²"), _subsec_ok("4.2")
+    (True, True, False, False)
+    """
+    digits = subsec.strip().replace(" ", "0")
+    return not digits or (digits.isascii() and digits.isdigit())
 
 
 def _exif_time(s: str, subsec: str | None) -> datetime | None:
@@ -349,12 +416,13 @@ def _gps_time(tiff: bytes, e: str, gps: dict[int, T.Entry]) -> datetime | None:
         day = datetime(y, mo, da, tzinfo=timezone.utc)
     except ValueError:
         return None
-    if y == 1970 and mo == 1 and da == 1:  # an unset GPS clock
+    if y not in GPS_YEARS:  # an unset GPS clock (1970-01-01, 0001-01-01) or garbage
         return None
     h, m, sec = T.rationals(tiff, e, t, T.GPS_TIMESTAMP)
-    if h is None or m is None or sec is None or min(h, m, sec) < 0:
+    if h is None or m is None or sec is None:
         return None
-    if h >= 24 or m >= 60 or sec >= 61:
+    # (written so that NaN, which FLOAT/DOUBLE values can hold, fails every comparison)
+    if not (0 <= h < 24 and 0 <= m < 60 and 0 <= sec < 61):  # 60.x: a leap second
         return None
     # Round to microseconds via integers so 41.140 s does not become 41.139999 s.
     micros = round((h * 3600 + m * 60) * 1_000_000) + round(sec * 1_000_000)

@@ -34,6 +34,7 @@ from .._atomic import atomic_write
 from ..errors import MetadataError
 from . import _tiff as T
 from ._jpeg import APP1, EOI, EXIF_PREFIX, JpegError, exif_insert_position, segment, walk
+from .read import open_error
 
 #: APP1 payload limit: the segment length field is 16 bits and counts itself.
 MAX_APP1_PAYLOAD = 0xFFFD
@@ -68,11 +69,32 @@ def update_exif(
     fields = _fields(capture_time, lat, lon, alt, heading, description, make, model, gps_time)
     if not fields:
         return
-    with open(name, "rb") as f:
-        jpeg = f.read()
+    jpeg = read_file(name)
     _require_complete(jpeg, name)
     # memoryview slices are written as they are: no copy of the scan data.
-    atomic_write(name, cast("list[bytes]", _edit(jpeg, name, fields)))
+    replace_file(name, cast("list[bytes]", _edit(jpeg, name, fields)))
+
+
+def read_file(name: str) -> bytes:
+    """The whole photo; an unreadable one is a :class:`~amly.errors.MetadataError`."""
+    try:
+        with open(name, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise open_error(name, exc) from None
+
+
+def replace_file(name: str, chunks: bytes | list[bytes]) -> None:
+    """:func:`~amly._atomic.atomic_write`, a failure (read-only folder, full disk) being a
+    :class:`~amly.errors.MetadataError`: the photo is then unchanged."""
+    try:
+        atomic_write(name, chunks)
+    except OSError as exc:
+        raise MetadataError(
+            name,
+            f"cannot write the file: {exc.strerror or 'unknown error'}",
+            hint="check the folder's permissions and free space; the photo was left unchanged",
+        ) from None
 
 
 def _require_complete(jpeg: bytes, name: str) -> None:
@@ -151,8 +173,15 @@ def _fields(
     for t in (capture_time, gps_time):
         if t is not None and t.utcoffset() is None:
             raise ValueError("capture_time and gps_time must be timezone-aware")
-    if heading is not None and not 0.0 <= heading % 360.0 < 360.0:
+        if t is not None and t.year in (1, 9999):
+            try:
+                t.astimezone(timezone.utc)
+            except OverflowError:
+                raise ValueError(f"time outside the calendar in UTC: {t.isoformat()}") from None
+    if heading is not None and not 0.0 <= heading % 360.0 < 360.0:  # also NaN, infinite
         raise ValueError(f"bad heading: {heading}")
+    if alt is not None and not abs(alt) < 0xFFFFFFFF / 1000:  # what a RATIONAL in mm holds
+        raise ValueError(f"altitude out of range: {alt}")
     fields = {
         "capture_time": capture_time,
         "lat": lat,
@@ -210,6 +239,15 @@ def format_offset(t: datetime) -> str:
     return f"{sign}{minutes // 60:02d}:{minutes % 60:02d}"
 
 
+def _exif_datetime(t: datetime) -> str:
+    """EXIF ``YYYY:MM:DD HH:MM:SS`` (not strftime: its %Y writes year 1 as "1").
+
+    >>> _exif_datetime(datetime(1, 2, 3, 4, 5, 6))
+    '0001:02:03 04:05:06'
+    """
+    return f"{t.year:04d}:{t.month:02d}:{t.day:02d} {t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+
+
 def _edits(e: str, fields: dict[str, Any], gps: dict[int, T.Entry]) -> dict[str, dict[int, _Value]]:
     """The tag values to write per IFD ("0th", "Exif", "GPS")."""
     ifd0: dict[int, _Value] = {}
@@ -220,7 +258,7 @@ def _edits(e: str, fields: dict[str, Any], gps: dict[int, T.Entry]) -> dict[str,
             ifd0[tag] = _ascii(fields[key])
     t: datetime | None = fields.get("capture_time")
     if t is not None:
-        exif[T.DATETIME_ORIGINAL] = _ascii(t.strftime("%Y:%m:%d %H:%M:%S"))
+        exif[T.DATETIME_ORIGINAL] = _ascii(_exif_datetime(t))
         us = t.microsecond
         exif[T.SUBSEC_TIME_ORIGINAL] = _ascii(
             f"{us // 1000:03d}" if us % 1000 == 0 else f"{us:06d}"
@@ -249,7 +287,7 @@ def _edits(e: str, fields: dict[str, Any], gps: dict[int, T.Entry]) -> dict[str,
             stamp = t  # readers prefer the GPS clock: keep it in step with the capture time
     if stamp is not None:
         u = stamp.astimezone(timezone.utc)
-        gpsv[T.GPS_DATESTAMP] = _ascii(u.strftime("%Y:%m:%d"))
+        gpsv[T.GPS_DATESTAMP] = _ascii(_exif_datetime(u)[:10])
         gpsv[T.GPS_TIMESTAMP] = _rationals(
             e, [(u.hour, 1), (u.minute, 1), (u.second * 1_000_000 + u.microsecond, 1_000_000)]
         )
@@ -351,6 +389,7 @@ def edit_tiff(tiff: bytes | None, fields: dict[str, Any]) -> bytes:
         if ent is not None and ent.n >= 1:
             where[key] = at = T.ints(src, e, ent, tag)[0]
             ifds[key] = T.read_ifd(src, e, at, f"{key} IFD")
+    _check_disjoint(where, ifds)
     for key in ifds:
         ed.protect_ifd(where[key], ifds[key])
     note = ifds["Exif"].get(T.MAKER_NOTE)
@@ -369,6 +408,21 @@ def edit_tiff(tiff: bytes | None, fields: dict[str, Any]) -> bytes:
         if at != ifd0_at:
             struct.pack_into(e + "L", ed.out, 4, at)
     return bytes(ed.out)
+
+
+def _check_disjoint(where: dict[str, int | None], ifds: dict[str, dict[int, T.Entry]]) -> None:
+    """Refuse IFDs that share bytes (a pointer back into IFD0, or onto another IFD): an edit
+    would copy one directory's tags into the other."""
+    label = {"0th": "IFD0", "Exif": "Exif IFD", "GPS": "GPS IFD"}
+    spans = [
+        (label[name], at, at + 2 + 12 * len(ifds[name]) + 4)
+        for name, at in where.items()
+        if at is not None
+    ]
+    for i, (a, a0, a1) in enumerate(spans):
+        for b, b0, b1 in spans[i + 1 :]:
+            if a0 < b1 and b0 < a1:
+                raise T.TiffError(f"the {a} and the {b} overlap (a pointer loops back)")
 
 
 # -- the JPEG edit ----------------------------------------------------------------------------

@@ -48,13 +48,27 @@ def _die_with_parent() -> None:
         pass
 
 
+def _item_path(item: Any) -> str:
+    """The file a work item is about (a path, a record with ``path``, or a tuple of those)."""
+    if isinstance(item, tuple) and item:
+        item = item[0]
+    return item if isinstance(item, str) else str(getattr(item, "path", repr(item)))
+
+
 def _as_file_error(item: Any, e: BaseException) -> FileError:
     if isinstance(e, FileError):
         return e
-    if isinstance(item, tuple) and item:
-        item = item[0]
-    path = item if isinstance(item, str) else getattr(item, "path", repr(item))
-    return FileError(path, f"{type(e).__name__}: {e}")
+    path = _item_path(item)
+    if isinstance(e, OSError) and e.strerror:
+        return FileError(path, f"cannot read the file: {e.strerror}")
+    # Not a problem this code knows of: the file is skipped, the run goes on, and the text
+    # says it is amly's fault (the exception's own text would mean nothing to a person).
+    return FileError(
+        path,
+        f"could not be processed: an unexpected {type(e).__name__} (a bug in amly)",
+        hint="please report it, with this file if you can share it",
+        vars={"exception": f"{type(e).__name__}: {e}"[:500]},
+    )
 
 
 def _run_chunk(fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
@@ -172,8 +186,13 @@ class Pool:
                 try:
                     out.extend(one.submit(_run_chunk, fn, [item]).result())
                 except cf.process.BrokenProcessPool:
-                    e = RuntimeError("the worker process died on this file")
-                    out.append(_as_file_error(item, e))
+                    out.append(
+                        FileError(
+                            _item_path(item),
+                            "the worker process died on this file (out of memory, or killed)",
+                            hint="the other files went on; retry it alone to see if it repeats",
+                        )
+                    )
         return out
 
     async def amap(

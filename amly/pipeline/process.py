@@ -166,6 +166,8 @@ def sequence_uuid(images: list[ImageMeta]) -> str:
     """
     first = images[0]
     key = f"{os.path.abspath(first.path)}|{first.capture_time}|{len(images)}"
+    # A file name that is not UTF-8 holds lone surrogates, which uuid5 cannot encode.
+    key = key.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return uuid.uuid5(SEQUENCE_NAMESPACE, key).hex
 
 

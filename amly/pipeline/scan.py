@@ -54,17 +54,39 @@ def scan(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> 
 
 
 def _walk(top: str, recursive: bool) -> Iterator[Folder]:
+    # Depth-first with a stack, not recursion: a tree nested deeper than Python's recursion
+    # limit (a broken or hostile card) must not crash the scan.
+    stack = [top]
+    while stack:
+        path = stack.pop()
+        try:
+            entries = sorted(os.scandir(path), key=lambda e: e.name)
+        except OSError:
+            continue
+        files = [e.path for e in entries if is_image_name(e.name) and _is_file(e)]
+        if files:
+            yield Folder(path, path, files)
+        if recursive:
+            subs = [e.path for e in entries if not e.name.startswith(".") and _is_real_dir(e)]
+            stack.extend(reversed(subs))  # popped in name order
+
+
+def _is_file(entry: os.DirEntry[str]) -> bool:
+    """A regular file (or a link to one). A link that cannot be resolved because it loops
+    (``x.jpg -> x.jpg``) counts as a file: reading it then fails with a per-file error
+    that names the loop, instead of the scan failing for the whole folder."""
     try:
-        entries = sorted(os.scandir(top), key=lambda e: e.name)
+        return entry.is_file()
     except OSError:
-        return
-    files = [e.path for e in entries if is_image_name(e.name) and e.is_file()]
-    if files:
-        yield Folder(top, top, files)
-    if recursive:
-        for e in entries:
-            if not e.name.startswith(".") and e.is_dir(follow_symlinks=False):
-                yield from _walk(e.path, recursive)
+        return True
+
+
+def _is_real_dir(entry: os.DirEntry[str]) -> bool:
+    # Linked folders are not followed: a link to a parent would loop forever.
+    try:
+        return entry.is_dir(follow_symlinks=False)
+    except OSError:
+        return False
 
 
 def scan_files(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> list[str]:
