@@ -134,7 +134,9 @@ def test_lost_journal_409s_are_not_errors(panoramax: PanoramaxServer, tmp_path: 
     """Without its journal a rerun creates new sets, but the server refuses the same bytes
     (409: it has them) and amly counts them as already there, exit 0."""
     local = {"a": photos(tmp_path / "t" / "a", 5)}
-    first = run_amly(tmp_path / "h1", *upload_cmd(tmp_path / "t", panoramax), token=panoramax.token)
+    first = run_amly(
+        tmp_path / "h1", *upload_cmd(tmp_path / "t", panoramax, "--wait"), token=panoramax.token
+    )
     assert first.returncode == 0, first.stderr
     again = run_amly(tmp_path / "h2", *upload_cmd(tmp_path / "t", panoramax), token=panoramax.token)
     assert again.returncode == 0, again.stderr
