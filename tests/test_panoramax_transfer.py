@@ -37,6 +37,11 @@ def test_transfer_box_once_with_metadata(panoramax: PanoramaxServer, tmp_path: P
             "SELECT id, sequence_id, lon, lat, captured_at, compass_angle FROM images"
         )
     }
+    creator = dict(
+        db.execute(
+            "SELECT i.sequence_id, u.username FROM images i JOIN users u ON u.id = i.user_id"
+        ).fetchall()
+    )
     db.close()
     home = tmp_path / "home"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MAPILLARY_", "PANORAMAX_"))}
@@ -65,6 +70,11 @@ def test_transfer_box_once_with_metadata(panoramax: PanoramaxServer, tmp_path: P
         (seq,) = {truth[n][0] for n in names}
         assert names == {k for k, v in truth.items() if v[0] == seq}
         landed[seq] = feats
+        # the set names its origin: the Mapillary sequence and its creator
+        us = panoramax.get(f"/api/upload_sets/{entry['upload_set_id']}")
+        assert isinstance(us, dict)
+        assert us["metadata"]["mapillary_sequence"] == seq
+        assert us["metadata"]["mapillary_creator"] == creator[seq]
     assert set(landed) == seqs
     for feats in landed.values():
         for f in feats:

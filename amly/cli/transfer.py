@@ -113,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
             if args.sequence:
                 folders = [d for d in folders if d.name == args.sequence]
             target = client.panoramax_target(args.api_url)
+            target.set_metadata = _origin(work, args.endpoint)
             up = await client.upload(
                 [str(d) for d in folders], target=target, process=process, reprocess=True
             )
@@ -139,3 +140,31 @@ def run(args: argparse.Namespace) -> int:
     elif not args.keep and not args.quiet:
         print(f"amly transfer: photos kept in {work} until a rerun finishes", file=sys.stderr)
     return summary.emit(args)
+
+
+def _origin(work: Path, endpoint: str | None) -> Any:
+    """Each set's metadata names where it came from: the Mapillary sequence and its creator
+    (from the download's ``index.geojson``: Panoramax records the uploader as the producer)."""
+    import json
+    import os
+
+    creators: dict[str, str] = {}
+    try:
+        index = json.loads((work / "index.geojson").read_text())
+        for f in index.get("features", []):
+            props = f.get("properties") or {}
+            if props.get("sequence_id") and props.get("creator"):
+                creators[str(props["sequence_id"])] = str(props["creator"])
+    except (OSError, ValueError, AttributeError):
+        pass
+
+    def metadata(seq: Any) -> dict[str, Any]:
+        folder = os.path.basename(os.path.dirname(seq.images[0].path)) if seq.images else ""
+        out = {"source": "mapillary", "mapillary_sequence": folder}
+        if endpoint:
+            out["mapillary_endpoint"] = endpoint
+        if folder in creators:
+            out["mapillary_creator"] = creators[folder]
+        return out
+
+    return metadata

@@ -26,7 +26,7 @@ from typing import Any
 
 from ...description import parse_capture_time
 from ...errors import APIError, FileError, MetadataError
-from ...types import UploadImage
+from ...types import UploadImage, UploadSequence
 from ..upload import FileRejected, SequenceState
 from .api import PanoramaxAPI
 
@@ -122,8 +122,15 @@ class PanoramaxTarget:
 
     name = "panoramax"
 
-    def __init__(self, api: PanoramaxAPI) -> None:
+    def __init__(
+        self,
+        api: PanoramaxAPI,
+        *,
+        set_metadata: Callable[[UploadSequence], dict[str, Any]] | None = None,
+    ) -> None:
         self.api = api
+        #: Extra ``metadata`` of a sequence's upload set (a transfer names its origin there).
+        self.set_metadata = set_metadata
         self.scope = ""
         self.configuration: dict[str, Any] = {}
         self.account: dict[str, Any] | None = None
@@ -178,7 +185,10 @@ class PanoramaxTarget:
             # amly already split and deduplicated: the server must keep this sequence as is
             "no_split": True,
             "no_deduplication": True,
-            "metadata": {"amly_sequence": state.seq.name},
+            "metadata": {
+                "amly_sequence": state.seq.name,
+                **(self.set_metadata(state.seq) if self.set_metadata else {}),
+            },
         }
         answer = await self.api.create_upload_set(body)
         record["panoramax_set"] = str(answer["id"])
