@@ -60,6 +60,22 @@ def test_transfer_box_once_with_metadata(panoramax: PanoramaxServer, tmp_path: P
         s2 = json.loads(again.stdout)
         assert s2["counts"]["bytes_sent"] == 0
         assert sorted(s2["upload_set_ids"]) == sorted(s1["upload_set_ids"])
+        # one sequence by its id: already there, same set, nothing sent
+        one = s1["sequences"][0]
+        seq_id = panoramax.get(f"/api/upload_sets/{one['upload_set_id']}")["metadata"][  # type: ignore[index]
+            "mapillary_sequence"
+        ]
+        by_id = subprocess.run(
+            [*cmd[:4], "--sequence", seq_id, *cmd[5:]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert by_id.returncode == 0, by_id.stderr
+        s3 = json.loads(by_id.stdout)
+        assert s3["counts"]["bytes_sent"] == 0
+        assert s3["upload_set_ids"] == [one["upload_set_id"]]
     seqs = {v[0] for v in truth.values()}
     landed = {}
     for entry in s1["sequences"]:

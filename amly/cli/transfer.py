@@ -68,7 +68,9 @@ def run(args: argparse.Namespace) -> int:
     if not str(args.api_url).startswith(("http://", "https://")):
         raise UsageError(f"--api-url must be an http(s) URL, not {args.api_url!r}")
     size, _note = normalize_size(args.size)
-    query = f"{args.endpoint}|{args.bbox}|{args.sequence}|{size}|{args.api_url}"
+    # One work folder per (Mapillary, Panoramax, size), whatever the box: the same image lands
+    # at the same path in every transfer, so its sequence keeps its upload set across queries.
+    query = f"{args.endpoint}|{size}|{args.api_url}"
     work = (
         Path(args.keep)
         if args.keep
