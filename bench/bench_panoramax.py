@@ -171,7 +171,17 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                         home = Path(tempfile.mkdtemp(prefix="pmx-bench-"))
                         log = home / "tool.log"
                         cmd = commands(tool, data, url, srv.token, home)
-                        m = measure_fresh(["sh", "-c", 'exec "$@" >"$0" 2>&1', str(log), *cmd])
+                        # in the temporary home: panoramax-cli writes trace files into its cwd
+                        m = measure_fresh(
+                            [
+                                "sh",
+                                "-c",
+                                'cd "$1" && shift && exec "$@" >"$0" 2>&1',
+                                str(log),
+                                str(home),
+                                *cmd,
+                            ]  # fmt: skip
+                        )
                         if m["rc"] != 0:
                             raise SystemExit(
                                 f"{tool} failed (exit {m['rc']}) at {lat} ms:\n"

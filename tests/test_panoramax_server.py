@@ -69,6 +69,7 @@ def test_official_cli_uploads_until_ready(panoramax: PanoramaxServer, tmp_path: 
         text=True,
         timeout=240,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "COLUMNS": "200"},
+        cwd=tmp_path,  # panoramax-cli writes trace files into its working folder on errors
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     found = panoramax.get("/api/search?limit=100")
