@@ -351,8 +351,11 @@ async def _dry_run(sources: AsyncIterator[UploadSequence]) -> UploadResult:
     """What would be uploaded (sizes of the files as they are on disk); no network."""
     result = UploadResult()
     async for seq in sources:
-        paths = [seq.zip_path] if seq.zip_path else [i.path for i in seq.images]
-        res = SequenceResult(seq.name, images=seq.size, paths=paths)
+        if seq.video is not None:
+            paths = [seq.video.path]
+        else:
+            paths = [seq.zip_path] if seq.zip_path else [i.path for i in seq.images]
+        res = SequenceResult(seq.name, images=seq.size, paths=paths, video=seq.video is not None)
         res.bytes = await asyncio.to_thread(_total_size, paths)
         result.sequences.append(res)
     return result

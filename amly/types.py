@@ -98,10 +98,14 @@ class UploadSequence:
     images: list[UploadImage] = dataclasses.field(default_factory=list)
     organization_id: str | None = None
     zip_path: str | None = None
+    video: Any = None
+    """A :class:`amly.video.VideoSource`: the sequence is one video, uploaded as CAMM."""
 
     @property
     def size(self) -> int:
-        """Images in the sequence (a zip counts its entries)."""
+        """Images in the sequence (a zip counts its entries, a video counts 1)."""
+        if self.video is not None:
+            return 1
         if self.zip_path is not None:
             return len(self.images) or 1
         return len(self.images)

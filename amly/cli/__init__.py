@@ -39,6 +39,8 @@ VERBS = [
     "download",
     "transfer",
     "join_gpx",
+    "sample_video",
+    "video_process",
     "report",
     "server",
     "demo",

@@ -187,6 +187,41 @@ def add_process_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--workers", type=int, metavar="N", help="reader processes [one per core]")
     add_track_options(p, required=False)
+    v = p.add_argument_group("videos (GoPro GPMF, CAMM, BlackVue)")
+    v.add_argument(
+        "--filetypes",
+        default="image,video",
+        metavar="LIST",
+        help="what to process, comma-separated: image, video (= gopro,camm,blackvue), gopro, "
+        "camm, blackvue [image,video]",
+    )
+    v.add_argument(
+        "--video-gpx",
+        choices=("fill", "replace"),
+        default="fill",
+        help="with --gpx/--nmea: give the track to videos without usable telemetry (fill), "
+        "or to every video (replace) [fill]",
+    )
+    v.add_argument(
+        "--gps-fixes",
+        default="2,3",
+        metavar="LIST",
+        help="GoPro points with another fix are noise (0 no fix, 2 2D, 3 3D) [2,3]",
+    )
+    v.add_argument(
+        "--max-dop",
+        type=float,
+        default=1000.0,
+        metavar="DOP100",
+        help="GoPro points with a precision (DOP x100) over this are noise [1000]",
+    )
+    v.add_argument(
+        "--gps-precision",
+        type=float,
+        default=15.0,
+        metavar="M",
+        help="GoPro GPS precision in metres for the outlier filter [15]",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> Options:
@@ -199,6 +234,7 @@ def options_from_args(args: argparse.Namespace) -> Options:
         if getattr(args, name) < 0:
             raise UsageError(f"--{name.replace('_', '-')} must not be negative")
     track = load_track(args)
+    videos = video_options_from_args(args)
     return Options(
         cutoff_distance=args.cutoff_distance,
         cutoff_time=args.cutoff_time if args.cutoff_time > 0 else None,
@@ -217,6 +253,35 @@ def options_from_args(args: argparse.Namespace) -> Options:
         max_gap=args.max_gap if args.max_gap and args.max_gap > 0 else None,
         recursive=not args.skip_subfolders,
         workers=args.workers,
+        images=videos[0],
+        videos=videos[1],
+    )
+
+
+def video_options_from_args(args: argparse.Namespace) -> tuple[bool, Any]:
+    """(images wanted, :class:`amly.pipeline.video.VideoOptions` or None) from the options."""
+    from ..pipeline.video import VideoOptions, parse_filetypes
+    from ..video import NoiseFilter
+
+    try:
+        images, kinds = parse_filetypes(args.filetypes)
+    except ValueError as e:
+        raise UsageError(f"--filetypes: {e}") from None
+    if not images and not kinds:
+        raise UsageError("--filetypes names nothing to process")
+    try:
+        fixes = frozenset(int(x) for x in args.gps_fixes.split(",") if x.strip())
+    except ValueError:
+        raise UsageError("--gps-fixes: a comma-separated list of 0, 2, 3") from None
+    if args.max_dop < 0 or args.gps_precision < 0:
+        raise UsageError("--max-dop and --gps-precision must not be negative")
+    if not kinds:
+        return images, None
+    return images, VideoOptions(
+        kinds=kinds,
+        noise=NoiseFilter(fixes, args.max_dop, args.gps_precision),
+        gpx_mode=args.video_gpx,
+        max_speed_kmh=args.max_speed if args.max_speed > 0 else None,
     )
 
 
@@ -243,6 +308,41 @@ def add_network_options(
         metavar="N",
         help=f"{what} in flight at once [{concurrency}]",
     )
+    add_s3_options(p)
+
+
+def add_s3_options(p: argparse.ArgumentParser) -> None:
+    """``--s3-endpoint``, ``--s3-profile``, ``--s3-region``, ``--s3-checksum``: on every verb
+    that accepts an ``s3://`` location."""
+    s3 = p.add_argument_group("object storage (s3://BUCKET/PREFIX wherever a folder is accepted)")
+    s3.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="an S3-compatible endpoint (MinIO, Ceph RGW, R2...) [AWS_ENDPOINT_URL]",
+    )
+    s3.add_argument("--s3-profile", metavar="NAME", help="the AWS profile [AWS_PROFILE]")
+    s3.add_argument("--s3-region", metavar="NAME", help="the bucket's region [AWS_REGION]")
+    s3.add_argument(
+        "--s3-checksum",
+        choices=("md5", "crc32"),
+        help="integrity of multipart parts: md5 (ETag checked; every store) or crc32 (S3 "
+        "flexible checksums, verified by AWS, MinIO...: half the CPU) [md5, AMLY_S3_CHECKSUM]",
+    )
+
+
+def apply_s3_options(args: argparse.Namespace) -> None:
+    """Hand ``--s3-*`` to :meth:`amly.storage.s3_config.S3Config.from_env` the AWS way (the
+    variables it reads). None of them is a secret: keys come from the environment or the
+    AWS files only, never from the command line."""
+    for opt, var in (
+        ("s3_endpoint", "AWS_ENDPOINT_URL_S3"),
+        ("s3_profile", "AWS_PROFILE"),
+        ("s3_region", "AWS_REGION"),
+        ("s3_checksum", "AMLY_S3_CHECKSUM"),
+    ):
+        value = getattr(args, opt, None)
+        if value:
+            os.environ[var] = value
 
 
 def token_from_args(args: argparse.Namespace) -> Secret | None:
@@ -267,6 +367,7 @@ def client_from_args(
 
     if args.concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
+    apply_s3_options(args)
     return Client(
         args.endpoint,
         token_from_args(args),

@@ -14,6 +14,7 @@ import sys
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from ..distributed import cli as distributed_cli
 from ..errors import UsageError
 from ..net import Limits
 from ..services.mapillary import SEARCH_LIMIT, Filters, check_bbox, normalize_size, plan_size
@@ -40,13 +41,19 @@ IMAGES_DOC = """Download every image in a box: OUT/<sequence id>/<image id>.jpg 
 Enumeration: --method tiles (default) reads the z14 vector tiles, which have no result cap;
 --method search asks /images over cells under 0.01 degrees that split in four whenever an
 answer is full (then by capture time); a cell that still cannot be split is reported.
+Either way the searches answer each image's metadata and thumbnail URL in bulk: about one
+request per image, the image included ("requests_per_image" in the summary).
+
+On a cluster: --dask local:N or tcp://HOST:8786 shards the box by tile groups over Dask
+workers (rate limits held for the whole cluster, per-tile completion markers, whole-job
+progress); --shard K/N runs one share of N, and 'amly download merge' joins the folders.
 
 Resume: OUT/.amly/manifest.sqlite3 records the query, each finished image and (tiles) each
 finished tile. A rerun (after Ctrl-C, a crash or kill -9) fetches only what is missing. A rerun with another box or
 filters in the same OUT reuses the images both queries share, downloads the others, keeps
 older files on disk, and writes an index.geojson of the new query only. Another --size
-downloads again. Thumbnail URLs expire: they are resolved right before each download and
-never stored.
+downloads again. Thumbnail URLs expire: one the CDN refuses is resolved again; none is
+stored.
 """
 
 
@@ -105,7 +112,12 @@ def parse_limits(text: str | None) -> Limits:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bbox", required=True, metavar="W,S,E,N", help="box in degrees")
-    p.add_argument("--out", default="mapillary_download", metavar="DIR", help="output folder")
+    p.add_argument(
+        "--out",
+        default="mapillary_download",
+        metavar="DIR",
+        help="output folder, or s3://BUCKET/PREFIX",
+    )
     p.add_argument("--max-results", type=int, metavar="N", help="stop after N results")
     p.add_argument("--user", metavar="NAME", help="only this creator's images")
     add_network_options(p, concurrency=64)
@@ -166,11 +178,15 @@ def register(subparsers: Any) -> None:
     )
     pi.add_argument("--api-url", metavar="URL", help="with --from panoramax: the instance")
     add_report_option(pi)
+    distributed_cli.add_options(pi)
     pi.set_defaults(func=run_images)
 
     pg = sub.add_parser("gpx", help="one GPX file per sequence found in the box")
     _common(pg)
+    distributed_cli.add_options(pg, shard=False)
     pg.set_defaults(func=run_gpx)
+
+    distributed_cli.register_merge(sub)
 
 
 def _warn_if_huge(args: argparse.Namespace, bbox: tuple[float, float, float, float]) -> None:
@@ -211,6 +227,12 @@ def run_images(args: argparse.Namespace) -> int:
     client = client_from_args(args, limits=parse_limits(args.rate_limits), journal=False)
     summary = Summary("download images")
     progress = Progress("download", args.max_results, enabled=not args.no_progress)
+    if distributed_cli.wanted(args):
+        return distributed_cli.run_images(
+            args, bbox=bbox, size=size, filters=filters, client=client,
+            limits=parse_limits(args.rate_limits), summary=summary, progress=progress,
+            report=lambda index, failures: _report(args, index, failures, summary),
+        )  # fmt: skip
 
     async def main() -> DownloadResult:
         async with client:
@@ -234,12 +256,18 @@ def run_images(args: argparse.Namespace) -> int:
     for f in res.failures:
         summary.fail(f["error"], path=f["file"], kind=f["type"])
     rep = res.report
+    # Every request of the run (the token check, tiles, searches, entities, the images,
+    # retries) per image stored: the rate limits per token are the ceiling at scale.
+    requests = client.transport.stats["requests"]
+    images = res.downloaded + res.reused
     summary.info.update(
         out=args.out,
         index=res.index,
         bytes=res.bytes,
         urls_resolved_again=res.resolves,
         query_changed=res.query_changed,
+        requests=requests,
+        requests_per_image=round(requests / images, 4) if images else None,
         enumeration={
             "method": args.method,
             "tiles": rep.tiles,
@@ -250,6 +278,7 @@ def run_images(args: argparse.Namespace) -> int:
             "candidates": rep.candidates,
             "duplicates": rep.duplicates,
             "truncated_cells": len(rep.truncated),
+            "entity_lookups": res.lookups,
         },
     )
     if rep.truncated:
@@ -265,24 +294,28 @@ def run_images(args: argparse.Namespace) -> int:
             "images were reused; index.geojson describes this query only",
             file=sys.stderr,
         )
-    report = report_from_args(args, f"amly download images: {args.bbox}")
-    if report is not None:
-        _report_download(report, res, summary)
-        write_report(args, report, summary)
+    _report(args, res.index, res.failures, summary)
     code = summary.emit(args)
     return 1 if rep.truncated and code == 0 else code
 
 
-def _report_download(report: Any, res: DownloadResult, summary: Summary) -> None:
-    """The box's images (``index.geojson``: coverage per tile) and the failed ones."""
+def _report(
+    args: argparse.Namespace, index: str | None, failures: list[dict[str, Any]], summary: Summary
+) -> None:
+    """``--report``: the box's images (``index.geojson``: coverage per tile) and the failed
+    ones (the same for a plain run and a ``--dask``/``--shard`` one)."""
+    report = report_from_args(args, f"amly download images: {args.bbox}")
+    if report is None:
+        return
     from ..report import ReportInputError
 
-    if res.index:
+    if index:
         try:
-            report.add(res.index)
+            report.add(index)
         except ReportInputError as e:
-            summary.fail(f"the report cannot read {res.index}: {e.message}", res.index, "report")
-    report.add_failures(res.failures, source="this run")
+            summary.fail(f"the report cannot read {index}: {e.message}", index, "report")
+    report.add_failures(failures, source="this run")
+    write_report(args, report, summary)
 
 
 def run_gpx(args: argparse.Namespace) -> int:
@@ -291,6 +324,10 @@ def run_gpx(args: argparse.Namespace) -> int:
         raise UsageError("--max-results must be >= 0")
     client = client_from_args(args, limits=parse_limits(args.rate_limits), journal=False)
     summary = Summary("download gpx")
+    if distributed_cli.wanted(args):
+        return distributed_cli.run_gpx(
+            args, bbox=bbox, client=client, limits=parse_limits(args.rate_limits), summary=summary
+        )
 
     async def main() -> GpxResult:
         async with client:

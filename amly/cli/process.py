@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from ..errors import DuplicateError, UsageError
@@ -26,6 +27,7 @@ from ._options import (
     add_output_options,
     add_process_options,
     add_report_option,
+    add_s3_options,
     add_timezone_option,
     options_from_args,
     report_from_args,
@@ -38,6 +40,8 @@ examples:
   amly process day1/ day2/ --desc-path all.json --geojson map.geojson
   amly process photos/ --gpx track.gpx --offset-time -3.5 --interpolate-directions
   amly process photos/ --cutoff-distance 50 --cutoff-time 30 --duplicate-distance 1
+  amly process gopro/ --filetypes video        # GoPro, CAMM, BlackVue: one entry per video
+  amly process dashcam/ --gpx drive.gpx --video-gpx replace
   amly process photos/ --report map.html       # see the sequences, duplicates, GPS errors
 
 Duplicates are not failures (they are simply not uploaded).
@@ -66,6 +70,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     g.add_argument("--geojson", metavar="PATH", help="also write sequences and flagged photos")
     add_report_option(p)
+    add_s3_options(p)
+    p.add_argument(
+        "--dask",
+        metavar="SCHEDULER",
+        help="read the photos on a Dask cluster: local:N or tcp://HOST:8786 (needs amly[dask]; "
+        "the folders at the same paths on every worker); sequences are built here",
+    )
     add_output_options(p)
     p.set_defaults(func=run)
 
@@ -83,19 +94,91 @@ def write_description(path: str | os.PathLike[str], entries: list[dict[str, Any]
     atomic_write(path, _official_json(entries))
 
 
+def _videos(
+    args: argparse.Namespace,
+    options: Any,
+    roots: list[str],
+    entries: dict[str, list[dict[str, Any]]],
+    summary: Summary,
+    by_type: dict[str, int],
+) -> None:
+    """Each video under the DIRs as one entry (or one error entry); which clock gave its
+    times goes to the summary."""
+    from ..pipeline.video import find_videos, iter_videos
+
+    videos = find_videos(args.dirs, recursive=options.recursive)
+    if not videos:
+        return
+    progress = Progress("videos", len(videos), enabled=not (args.no_progress or args.quiet))
+    clocks: dict[str, int] = {}
+    sources: dict[str, int] = {}
+    for res in iter_videos(
+        videos,
+        options.videos,
+        track=options.track,
+        offset=options.track_offset,
+        workers=options.workers,
+        keep_points=False,
+    ):
+        progress.update()
+        root = res.root if res.root in entries else roots[0]
+        entries.setdefault(root, []).append(res.description_entry())
+        summary.count("videos")
+        if res.error is not None:
+            by_type[res.error.kind] = by_type.get(res.error.kind, 0) + 1
+            summary.fail(res.error)
+            continue
+        summary.count("videos_ready")
+        clocks[res.clock] = clocks.get(res.clock, 0) + 1
+        sources[res.source] = sources.get(res.source, 0) + 1
+    progress.close()
+    summary.info["video_clocks"] = clocks
+    summary.info["video_tracks_from"] = sources
+    if clocks.get("camera") and not args.quiet and not args.json:
+        print(
+            f"process: {clocks['camera']} video(s) have no GPS time: their times come from the "
+            "camera clock (mvhd), often local time; check them or give --gpx",
+            file=sys.stderr,
+        )
+
+
+def _groups(args: argparse.Namespace, options: Any, progress: Any, folders: Any) -> Iterator[Any]:
+    """The folders' results, read in local processes or, with ``--dask``, on the cluster."""
+    from ..pipeline import iter_groups
+
+    if not args.dask:
+        yield from iter_groups(args.dirs, options, on_read=progress.update, folders=folders)
+        return
+    from ..distributed.cluster import connect
+    from ..distributed.pool import DaskPool
+
+    dask, cluster = connect(args.dask)
+    try:
+        pool = DaskPool(dask)
+        yield from iter_groups(
+            args.dirs, options, on_read=progress.update, folders=folders, pool=pool
+        )
+    finally:
+        dask.close()
+        if cluster is not None:
+            cluster.close()
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import description
     from .._atomic import atomic_write
-    from ..pipeline import description_entries, geojson_features, iter_groups, scan
+    from ..pipeline import description_entries, geojson_features, scan
 
     if args.desc_path == "-" and args.json:
         raise UsageError("--desc-path - and --json both want stdout; pick one")
     options = options_from_args(args)
+    if any(d.startswith("s3://") for d in args.dirs):
+        return _run_s3(args, options)
     for d in args.dirs:
         if not os.path.exists(d):
             raise UsageError(f"no such file or folder: {d}")
     summary = Summary("process")
-    folders = scan(args.dirs, recursive=options.recursive)
+    folders = scan(args.dirs, recursive=options.recursive) if options.images else []
     total = sum(len(f.files) for f in folders)
     progress = Progress("processing", total, enabled=not (args.no_progress or args.quiet))
     roots = [os.path.abspath(d) for d in args.dirs]
@@ -103,7 +186,8 @@ def run(args: argparse.Namespace) -> int:
     features: list[dict[str, Any]] = []
     by_type: dict[str, int] = {}
     report = report_from_args(args, "amly process: " + ", ".join(args.dirs))
-    for group in iter_groups(args.dirs, options, on_read=progress.update, folders=folders):
+    groups = _groups(args, options, progress, folders) if options.images else iter(())
+    for group in groups:
         root = group.folder.root if group.folder.root in entries else roots[0]
         entries.setdefault(root, []).extend(description_entries(group))
         if report is not None:
@@ -120,6 +204,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 summary.fail(e)
     progress.close()
+    if options.videos is not None:
+        _videos(args, options, roots, entries, summary, by_type)
 
     written = []
     if args.desc_path == "-":
@@ -147,3 +233,66 @@ def run(args: argparse.Namespace) -> int:
             "by type: " + ", ".join(f"{k} {t}" for t, k in sorted(by_type.items())), file=sys.stderr
         )
     return code
+
+
+def _run_s3(args: argparse.Namespace, options: Any) -> int:
+    """``amly process s3://bucket/prefix``: the photos read with ranged GETs (nothing staged
+    on local disk), the description file stored beside them in the bucket (file names
+    relative to the prefix), so that ``amly upload s3://bucket/prefix`` sends them on."""
+    from .. import description
+    from ..pipeline import description_entries
+    from ..storage.s3 import S3Client
+    from ..storage.s3_config import S3Config, S3Location
+    from ..storage.s3_source import s3_groups
+    from ._common import run_async
+
+    if len(args.dirs) != 1 or args.geojson or args.desc_path not in (None, "-"):
+        raise UsageError(
+            "with an s3:// source, give one prefix; --geojson and --desc-path FILE are for "
+            "local folders (--desc-path - prints the file)"
+        )
+    from ._options import apply_s3_options
+
+    apply_s3_options(args)
+    loc = S3Location.parse(args.dirs[0])
+    base = f"s3://{loc.bucket}/{loc.prefix}".rstrip("/") + "/"
+    summary = Summary("process")
+    entries: list[dict[str, Any]] = []
+    by_type: dict[str, int] = {}
+
+    # file_entry() writes os.path.abspath(path): for a URL that is this marker + "bucket/key"
+    marker = os.path.join(os.path.abspath("s3:"), "")
+
+    async def main() -> None:
+        async for group in s3_groups(args.dirs[0], options):
+            for e in description_entries(group):
+                name = str(e.get("filename", ""))
+                url = "s3://" + name[len(marker) :] if name.startswith(marker) else name
+                e["filename"] = url[len(base) :] if url.startswith(base) else url
+                entries.append(e)
+            summary.count("images", len(group.folder.files))
+            summary.count("sequences", len(group.sequences))
+            summary.count("ready", sum(len(s.images) for s in group.sequences))
+            for err in group.errors:
+                by_type[err.kind] = by_type.get(err.kind, 0) + 1
+                if isinstance(err, DuplicateError):
+                    summary.count("duplicates")
+                else:
+                    summary.fail(err)
+
+    async def store(data: bytes) -> None:
+        async with S3Client(S3Config.from_env()) as s3:
+            key = loc.join(description.DESCRIPTION_FILE)
+            await s3.put(loc.bucket, key, data, content_type="application/json")
+
+    run_async(main())
+    data = _official_json(entries)
+    written = []
+    if args.desc_path == "-":
+        sys.stdout.write(data.decode() + "\n")
+    else:
+        run_async(store(data))
+        written.append(base + description.DESCRIPTION_FILE)
+    summary.info["errors_by_type"] = dict(sorted(by_type.items()))
+    summary.info["written"] = written
+    return summary.emit(args)

@@ -84,9 +84,10 @@ def _upload_options(p: argparse.ArgumentParser) -> None:
     t = p.add_argument_group("target")
     t.add_argument(
         "--to",
-        choices=("mapillary", "panoramax"),
-        default="mapillary",
-        help="the service to upload to [mapillary]",
+        metavar="TARGET",
+        help="where to upload instead of Mapillary: 'panoramax' (with --api-url), or "
+        "s3://BUCKET/PREFIX to store in object storage (photos with their description "
+        "embedded, the description file, zips: a later 'amly upload' sends them on)",
     )
     t.add_argument(
         "--api-url",
@@ -157,17 +158,24 @@ def _check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..metadata import parse_timezone
     from ..pipeline import Options
+    from ..pipeline.video import VideoOptions
 
     _check(args)
     tz = parse_timezone(args.timezone)  # a bad zone is a UsageError already
-    # Folders without a description file are processed in memory with these options.
-    return _run(args, args.paths, Options(tz=tz, recursive=args.subfolders), reprocess=False)
+    # Folders without a description file are processed in memory with these options
+    # (their videos too: each is read, checked and uploaded as CAMM).
+    options = Options(tz=tz, recursive=args.subfolders, videos=VideoOptions())
+    return _run(args, args.paths, options, reprocess=False)
 
 
 def run_process_and_upload(args: argparse.Namespace) -> int:
     _check(args)
     for t in args.trees:
-        if not os.path.isdir(t):
+        if t.startswith("s3://"):
+            from ..storage.s3_config import S3Location
+
+            S3Location.parse(t)  # a bad URL is a usage error before any work
+        elif not os.path.isdir(t):
             raise UsageError(f"no such folder: {t}")
     return _run(args, args.trees, options_from_args(args), reprocess=True)
 
@@ -187,6 +195,10 @@ def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reproc
         done["images"] = p.images_done
 
     waited: list[Any] = []
+    if args.to and args.to != "panoramax":
+        from ..storage.s3_config import S3Location
+
+        S3Location.parse(args.to)  # a bad URL is a usage error before any work
 
     async def main() -> UploadResult:
         async with client_from_args(args, journal=args.journal) as client:
@@ -195,21 +207,29 @@ def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reproc
                 target = client.panoramax_target(
                     args.api_url, token_from_args(args), profile=args.profile
                 )
-            result = await client.upload(
-                paths,
-                target=target,
-                process=process,
-                reprocess=reprocess,
-                organization_id=args.organization_id,
-                subfolders=getattr(args, "subfolders", False),
-                reupload=args.reupload,
-                dry_run=args.dry_run,
-                progress=on_progress,
-                on_sequence=entered.append if report is not None else None,
-            )
-            if target is not None and args.wait and not args.dry_run:
-                waited.extend(await _wait(target, result, args))
-            return result
+            elif args.to and not args.dry_run:
+                from ..storage.s3_target import S3Target
+
+                target = S3Target(args.to, journal=args.journal, concurrency=args.concurrency)
+            try:
+                result = await client.upload(
+                    paths,
+                    target=target,
+                    process=process,
+                    reprocess=reprocess,
+                    organization_id=args.organization_id,
+                    subfolders=getattr(args, "subfolders", False),
+                    reupload=args.reupload,
+                    dry_run=args.dry_run,
+                    progress=on_progress,
+                    on_sequence=entered.append if report is not None else None,
+                )
+                if args.to == "panoramax" and args.wait and not args.dry_run:
+                    waited.extend(await _wait(target, result, args))
+                return result
+            finally:
+                if target is not None and hasattr(target, "close"):
+                    await target.close()
 
     try:
         result = run_async(main())
@@ -228,7 +248,8 @@ def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reproc
             source="this run",
         )
         write_report(args, report, summary)
-    if not summary.counts.get("images") and not summary.failures and not args.quiet:
+    nothing = not summary.counts.get("images") and not summary.counts.get("videos")
+    if nothing and not summary.failures and not args.quiet:
         hint = (
             "" if getattr(args, "subfolders", True) else " (photos in subfolders? add --subfolders)"
         )
@@ -258,8 +279,11 @@ def _summarise(summary: Summary, result: UploadResult, dry_run: bool) -> None:
         summary.fail(e)
     if result.duplicates:
         summary.count("duplicates", len(result.duplicates))
-    summary.count("sequences", len(result.sequences))
-    summary.count("images", result.images)
+    photo_seqs = [s for s in result.sequences if not s.video]
+    summary.count("sequences", len(photo_seqs))
+    summary.count("images", sum(s.images for s in photo_seqs))
+    if len(photo_seqs) < len(result.sequences):
+        summary.count("videos", sum(s.images for s in result.sequences if s.video))
     if not dry_run:
         summary.count("already_uploaded", sum(s.cached for s in result.sequences))
         summary.count("skipped_sequences", sum(1 for s in result.sequences if s.skipped))

@@ -14,6 +14,7 @@ import errno
 import math
 import os
 import struct
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone, tzinfo
 
 from ..errors import MetadataError
@@ -57,19 +58,37 @@ def read_image(path: str | os.PathLike[str], *, tz: tzinfo | None = None) -> Ima
     except OSError as exc:
         raise open_error(name, exc) from None
     try:
-        size = os.fstat(fd).st_size
+        try:
+            size = os.fstat(fd).st_size
+        except OSError as exc:
+            raise MetadataError(
+                name, f"cannot read the file: {exc.strerror}", hint="check the file and the disk"
+            ) from None
+        return read_image_from(name, size, lambda n, offset: _pread(fd, n, offset), tz=tz)
+    finally:
+        os.close(fd)
+
+
+def read_image_from(
+    name: str, size: int, pread: Callable[[int, int], bytes], *, tz: tzinfo | None = None
+) -> ImageMeta:
+    """:func:`read_image` for bytes that are not in a local file (an object in a bucket):
+    ``pread(n, offset)`` returns up to ``n`` bytes at ``offset`` of the ``size``-byte file
+    called ``name``. Reads the header (32 KiB, more only if the header continues) and the
+    last bytes (the end-of-image check), never the whole image."""
+    try:
         if size == 0:
             raise MetadataError(
                 name,
                 "empty file (0 bytes)",
                 hint="the copy from the camera or card failed: copy it again, or delete it",
             )
-        buf = _pread(fd, HEAD_BYTES, 0)
+        buf = pread(HEAD_BYTES, 0)
         try:
-            lay, buf = _walk_header(fd, buf, size)
+            lay, buf = _walk_header(pread, buf, size)
         except JpegError as exc:
             raise MetadataError(name, exc.message, hint=exc.hint) from None
-        _check_eoi(name, fd, size, lay.sos)
+        _check_eoi(name, pread, size, lay.sos)
         if lay.exif is None:
             raise MetadataError(
                 name,
@@ -81,7 +100,7 @@ def read_image(path: str | os.PathLike[str], *, tz: tzinfo | None = None) -> Ima
         if end <= len(buf):
             tiff = buf[start:end]
         else:
-            tiff = _pread(fd, end - start, start)
+            tiff = pread(end - start, start)
         width = height = None
         if lay.sof is not None and lay.sof.data + 5 <= len(buf):
             width, height = sof_size(buf, lay.sof)
@@ -89,8 +108,6 @@ def read_image(path: str | os.PathLike[str], *, tz: tzinfo | None = None) -> Ima
         raise MetadataError(
             name, f"cannot read the file: {exc.strerror}", hint="check the file and the disk"
         ) from None
-    finally:
-        os.close(fd)
     meta = ImageMeta(name, filesize=size, width=width, height=height)
     try:
         _decode(meta, tiff, tz)
@@ -123,7 +140,7 @@ def _pread(fd: int, n: int, offset: int) -> bytes:
     return os.read(fd, n)  # pragma: no cover
 
 
-def _walk_header(fd: int, buf: bytes, size: int) -> tuple[Layout, bytes]:
+def _walk_header(pread: Callable[[int, int], bytes], buf: bytes, size: int) -> tuple[Layout, bytes]:
     """Walk the segments, reading more of the file while the header continues past ``buf``."""
     while True:
         try:
@@ -135,25 +152,25 @@ def _walk_header(fd: int, buf: bytes, size: int) -> tuple[Layout, bytes]:
                     _HINT_DAMAGED,
                 ) from None
             want = min(max(more.upto, 2 * len(buf)), MAX_HEADER_BYTES, size)
-            chunk = _pread(fd, want - len(buf), len(buf))
+            chunk = pread(want - len(buf), len(buf))
             buf += chunk
             if len(buf) < want:  # the file shrank while we read it: it is all there is
                 size = len(buf)
 
 
-def _check_eoi(name: str, fd: int, size: int, sos: int) -> None:
+def _check_eoi(name: str, pread: Callable[[int, int], bytes], size: int, sos: int) -> None:
     """A complete JPEG ends with the end-of-image marker (possibly followed by a small
     trailer some phones append): a missing one means the file was cut off."""
-    if size >= 2 and _pread(fd, 2, size - 2) == EOI:
+    if size >= 2 and pread(2, size - 2) == EOI:
         return
     start = max(sos + 2, size - EOI_SEARCH_BYTES)
-    if start < size and EOI in _pread(fd, size - start, start):
+    if start < size and EOI in pread(size - start, start):
         return
     # Rare slow path: a large trailer (a phone "motion photo" appends a whole MP4 after the
     # JPEG) hides the marker from the cheap check, so scan the rest before calling it cut off.
     pos, tail = sos + 2, b""
     while pos < start:
-        chunk = _pread(fd, min(1 << 20, start - pos), pos)
+        chunk = pread(min(1 << 20, start - pos), pos)
         if not chunk:
             break
         if EOI in tail + chunk:

@@ -54,17 +54,37 @@ def from_description_file(
         entries = read_description_file(path)
     except (OSError, ValueError) as e:
         raise FileError(path, f"cannot read the description file: {e}") from e
+    return sequences_from_entries(entries, str(path.parent), str(path), organization_id)
+
+
+def sequences_from_entries(
+    entries: list[Any], folder: str, label: str, organization_id: str | None = None
+) -> tuple[list[UploadSequence], int]:
+    """The sequences of the entries of a description file that lives in ``folder`` (a local
+    folder or an ``s3://`` prefix), named ``label#<sequence uuid>``; and the failures."""
     groups: dict[str, list[tuple[str, str, dict[str, Any], int]]] = {}
+    videos: list[UploadSequence] = []
     errors = 0
     for entry in entries:
         if not isinstance(entry, dict) or "error" in entry or "filename" not in entry:
             errors += 1
             continue
-        if entry.get("filetype", "image") != "image":
-            continue  # videos are not supported by this uploader
         filename = str(entry["filename"])
-        if not os.path.isabs(filename):
-            filename = str(path.parent / filename)
+        if folder.startswith("s3://"):
+            filename = f"{folder.rstrip('/')}/{filename.lstrip('/')}"
+        elif not os.path.isabs(filename):
+            filename = os.path.join(folder, filename)
+        if entry.get("filetype", "image") != "image":
+            video = (
+                None
+                if filename.startswith("s3://")
+                else _video_of_entry(entry, filename, organization_id)
+            )
+            if video is None:  # no track, or a video in a bucket (not supported yet)
+                errors += 1
+            else:
+                videos.append(video)
+            continue
         desc = embeddable(entry)
         key = str(entry.get("MAPSequenceUUID", ""))
         filesize = entry.get("filesize")
@@ -76,8 +96,31 @@ def from_description_file(
     for name, items in groups.items():
         items.sort(key=lambda t: (_capture_sort_key(t[0]), t[1]))
         images = [UploadImage(f, d, n) for _t, f, d, n in items]
-        sequences.append(UploadSequence(f"{path}#{name}", images, organization_id))
-    return sequences, errors
+        sequences.append(UploadSequence(f"{label}#{name}", images, organization_id))
+    return sequences + videos, errors
+
+
+def _video_of_entry(
+    entry: dict[str, Any], filename: str, organization_id: str | None
+) -> UploadSequence | None:
+    """A video entry (``MAPGPSTrack`` rows) as one upload; None when it has no track."""
+    from ..video._describe import points_of_entry
+    from ..video._upload import VideoSource
+
+    try:
+        points = points_of_entry(entry)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not points:
+        return None
+    video = VideoSource(
+        filename,
+        points,
+        str(entry.get("MAPDeviceMake") or ""),
+        str(entry.get("MAPDeviceModel") or ""),
+        str(entry.get("filetype")),
+    )
+    return UploadSequence(f"video:{filename}", [], organization_id, video=video)
 
 
 def _capture_sort_key(t: str) -> str:
@@ -129,8 +172,8 @@ def find_inputs(
     for p in map(Path, paths):
         if p.is_file():
             suffix = p.suffix.lower()
-            if suffix in (".jpg", ".jpeg"):
-                raw.append(p)  # a single photo: processed in memory like a folder
+            if suffix in (".jpg", ".jpeg", ".mp4", ".mov", ".360"):
+                raw.append(p)  # a single photo or video: processed in memory like a folder
             else:
                 (zips if suffix == ".zip" else descs).append(p)
         elif p.is_dir():
@@ -178,6 +221,22 @@ async def upload_sources(
             yield item
         elif isinstance(item, Sequence):
             yield from_sequence(item, organization_id)
+        elif isinstance(item, str) and item.startswith("s3://"):
+            from ..storage.s3 import EmptyPrefixError
+            from ..storage.s3_source import s3_processed, s3_sequences
+
+            staged = False
+            if not reprocess:
+                try:
+                    async for s3seq in s3_sequences(item, organization_id):
+                        staged = True
+                        yield s3seq
+                except EmptyPrefixError:
+                    pass  # no description file: photos to process, as a local folder's
+            if not staged:
+                opts = process or Options(recursive=subfolders)
+                async for seq in s3_processed(item, opts, report):
+                    yield from_sequence(seq, organization_id)
         elif isinstance(item, (str, os.PathLike)):
             if reprocess:
                 if await asyncio.to_thread(os.path.exists, item):
@@ -214,5 +273,40 @@ async def upload_sources(
             raise TypeError(f"cannot upload {type(item).__name__}")
     if to_process:
         opts = process or Options(recursive=subfolders)
-        async for seq in iter_sequences(to_process, opts, report=report):
-            yield from_sequence(seq, organization_id)
+        if opts.images:
+            async for seq in iter_sequences(to_process, opts, report=report):
+                yield from_sequence(seq, organization_id)
+        if opts.videos is not None:
+            async for video in _video_uploads(to_process, opts, organization_id, failures):
+                yield video
+
+
+async def _video_uploads(
+    paths: list[str | os.PathLike[str]],
+    opts: Options,
+    organization_id: str | None,
+    failures: list[FileError],
+) -> AsyncIterator[UploadSequence]:
+    """The videos under ``paths``, processed (telemetry, track, checks) in a worker thread,
+    each as one upload; unusable ones go to ``failures``."""
+    from .video import find_videos, iter_videos, video_upload
+
+    found = await asyncio.to_thread(find_videos, paths, recursive=opts.recursive)
+    if not found:
+        return
+    results = await asyncio.to_thread(
+        lambda: list(
+            iter_videos(
+                found,
+                opts.videos,
+                track=opts.track,
+                offset=opts.track_offset,
+                workers=opts.workers,
+            )
+        )
+    )
+    for res in results:
+        if res.error is not None:
+            failures.append(res.error)
+        else:
+            yield video_upload(res, organization_id)

@@ -21,6 +21,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import timedelta, tzinfo
+from typing import Any
 
 from ..errors import DuplicateError, FileError, GeotagError, OutsideTrackError
 
@@ -107,6 +108,11 @@ class Options(ProcessOptions):
     work: Callable[[ImageMeta], ImageMeta] | None = None
     """Extra per-image step run in the worker right after reading (must be picklable: a
     module-level function or a ``functools.partial`` of one); raising FileError rejects it."""
+    images: bool = True
+    """Process photos (``--filetypes`` without ``image``: videos only)."""
+    videos: Any = None
+    """A :class:`amly.pipeline.video.VideoOptions`: also process the videos under the paths
+    (None: photos only)."""
 
 
 @dataclasses.dataclass

@@ -101,6 +101,19 @@ CREATE TABLE IF NOT EXISTS organizations (
     name        TEXT,
     description TEXT
 );
+-- Video clusters (file_type 'mly_camm_video'): the checked CAMM MP4 and its GPS track.
+CREATE TABLE IF NOT EXISTS videos (
+    cluster_id  TEXT PRIMARY KEY REFERENCES clusters(id),
+    sequence_id TEXT NOT NULL REFERENCES sequences(id),
+    path        TEXT NOT NULL,                -- relative to DIR: videos/<cluster id>.mp4
+    size        INTEGER NOT NULL,
+    md5         TEXT NOT NULL,
+    make        TEXT,
+    model       TEXT,
+    points      INTEGER NOT NULL,
+    started_at  INTEGER,                      -- epoch ms of the first GPS point, if timed
+    track       TEXT NOT NULL                 -- JSON [[seconds, lon, lat, alt, epoch], ...]
+);
 CREATE TABLE IF NOT EXISTS images_computed (
     id              TEXT PRIMARY KEY REFERENCES images(id),
     lon             REAL,
@@ -120,6 +133,7 @@ class Store:
         (self.root / "uploads").mkdir(exist_ok=True)
         self._uploads = str(self.root / "uploads")
         (self.root / "images").mkdir(exist_ok=True)
+        (self.root / "videos").mkdir(exist_ok=True)
         self.db = sqlite3.connect(
             self.root / "amly-server.sqlite3", isolation_level=None, check_same_thread=False
         )

@@ -8,7 +8,9 @@ same bytes again give the same handle. Bytes that arrived before a dropped conne
 kept, so the client resumes at the server's offset.
 
 ``POST /finish_upload`` turns a completed manifest (or zip) into a cluster: one sequence of
-images, each validated by its embedded description.
+images, each validated by its embedded description. A ``mly_camm_video`` upload must be an
+MP4 with a video track and a CAMM track with GPS (type 5 or 6 samples); it becomes a cluster
+with one sequence, the file kept under ``videos/`` and its track in the ``videos`` table.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from ..description import parse_capture_time, validate_embedded
-from ..errors import MetadataError
+from ..errors import FileError, MetadataError
 from ..metadata import read_image
 from .auth import STORE_KEY, USER_KEY
 from .faults import FAULTS_KEY, STATS_KEY
@@ -45,7 +47,9 @@ SESSION_KEY_RE = re.compile(
     r"^(mly_tools_[0-9a-f]{32}\.(jpg|zip|mp4|gpx)|uuid_[0-9a-f]{32}\.json|[A-Za-z0-9_.-]{1,200})$"
 )
 _MD5_JPG_RE = re.compile(r"^mly_tools_([0-9a-f]{32})\.jpg$")
-FILE_TYPES = ("mly_bundle_manifest", "zip")
+#: Keys whose bytes are checked against the md5 they name (hashed while they stream in).
+_MD5_KEY_RE = re.compile(r"^mly_tools_([0-9a-f]{32})\.(jpg|mp4)$")
+FILE_TYPES = ("mly_bundle_manifest", "zip", "mly_camm_video")
 MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 LOCKS_KEY = web.AppKey("upload_locks", dict)
 FINISH_LOCK_KEY = web.AppKey("finish_lock", asyncio.Lock)
@@ -150,7 +154,7 @@ async def post_chunk(request: web.Request) -> web.Response:
             if extra:
                 return upload_error(409, "UploadCompleteError", "upload already complete")
             return web.json_response({"h": handle})
-        expect_md5 = _MD5_JPG_RE.match(key)
+        expect_md5 = _MD5_KEY_RE.match(key)
         got = await _receive(request, path, key, hash_from_start=bool(expect_md5) and not received)
         received += got.added
         problem = None
@@ -470,6 +474,10 @@ async def finish_upload(request: web.Request) -> web.Response:
             return graph_error(400, f"(#100) unknown file handle {handle!r}", code=100)
         path = store.upload_path(row["session_key"])
         loop = asyncio.get_running_loop()
+        if file_type == "mly_camm_video":
+            m = _MD5_KEY_RE.match(row["session_key"])
+            md5 = m.group(1) if m else None  # checked when the upload completed
+            return await _finish_video(store, stats, path, handle, user["id"], org, md5)
         try:
             if file_type == "zip":
                 images = await loop.run_in_executor(None, _images_of_zip, store, path)
@@ -496,6 +504,99 @@ async def finish_upload(request: web.Request) -> web.Response:
         stats.clusters += 1
         log.info("cluster %s: %d images", cluster_id, len(images))
         return web.json_response({"cluster_id": cluster_id})
+
+
+@dataclass
+class _Video:
+    md5: str
+    size: int
+    make: str
+    model: str
+    track: list[list[float | None]]
+    started_at: int | None
+
+
+def _check_video(path: Path, md5: str | None = None) -> _Video:
+    """The upload as a CAMM video: a video track and a CAMM track with GPS, or BadUpload."""
+    from ..video import read_video_sync
+    from ..video._mp4 import open_movie
+
+    try:
+        with open(path, "rb") as f:
+            movie = open_movie(f, "the upload")
+        if not any(t.handler == b"vide" for t in movie.tracks):
+            raise BadUpload("the upload has no video track")
+        video = read_video_sync(path, {"camm"}, noise=None)
+    except FileError as e:
+        raise BadUpload(f"not a CAMM video with GPS: {e.message}") from None
+    pts = video.points
+    track = [[round(p.time, 3), p.lon, p.lat, p.alt, p.epoch] for p in pts]
+    started = int(pts[0].epoch * 1000) if pts[0].epoch else None
+    size = path.stat().st_size
+    return _Video(md5 or _md5_file(path), size, video.make, video.model, track, started)
+
+
+async def _finish_video(
+    store: Store,
+    stats: Any,
+    path: Path,
+    handle: str,
+    user_id: str,
+    org: Any,
+    md5: str | None = None,
+) -> web.Response:
+    """A ``mly_camm_video`` cluster (called under the finish lock, after the handle checks)."""
+    loop = asyncio.get_running_loop()
+    try:
+        video = await loop.run_in_executor(None, _check_video, path, md5)
+    except BadUpload as e:
+        return graph_error(400, str(e), code=100, user_title="Invalid upload", user_msg=str(e))
+    cluster_id, seq_id = store.new_id(), _sequence_id()
+    org_s = str(org) if org is not None else None
+    rel = f"videos/{cluster_id}.mp4"
+    dest = store.root / rel
+    try:
+        os.link(path, dest)
+    except OSError:
+        await loop.run_in_executor(None, shutil.copyfile, path, dest)
+    now = time.time()
+    db = store.db
+    db.execute("BEGIN")
+    try:
+        db.execute(
+            "INSERT INTO clusters (id, user_id, file_type, file_handle, organization_id, "
+            "created_at) VALUES (?, ?, 'mly_camm_video', ?, ?, ?)",
+            (cluster_id, user_id, handle, org_s, now),
+        )
+        db.execute(
+            "INSERT INTO sequences (id, cluster_id, user_id, organization_id, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (seq_id, cluster_id, user_id, org_s, now),
+        )
+        db.execute(
+            "INSERT INTO videos (cluster_id, sequence_id, path, size, md5, make, model, points, "
+            "started_at, track) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (
+                cluster_id,
+                seq_id,
+                rel,
+                video.size,
+                video.md5,
+                video.make or None,
+                video.model or None,
+                len(video.track),
+                video.started_at,
+                json.dumps(video.track),
+            ),
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        dest.unlink(missing_ok=True)
+        raise
+    stats.clusters += 1
+    log.info("cluster %s: video with %d points", cluster_id, len(video.track))
+    return web.json_response({"cluster_id": cluster_id})
 
 
 _PATH = 15  # index of ``path`` in an images row

@@ -20,7 +20,7 @@ import hashlib
 import logging
 import os
 from collections.abc import AsyncIterable, Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ..errors import APIError, AuthError, FileError, MetadataError
 from ..journal import Journal
@@ -64,6 +64,8 @@ class SequenceResult:
     skipped: bool = False
     error: str | None = None
     paths: list[str] = dataclasses.field(default_factory=list)
+    video: bool = False
+    """The sequence is one video (``images`` counts it as 1)."""
 
     @property
     def ok(self) -> bool:
@@ -152,7 +154,8 @@ class SequenceState:
     def __init__(self, seq: UploadSequence, save: Callable[[str, dict[str, Any]], None]) -> None:
         self.seq = seq
         self.keys: list[str | None] = [None] * len(seq.images)
-        self.result = SequenceResult(seq.name, paths=[i.path for i in seq.images])
+        paths = [seq.video.path] if seq.video is not None else [i.path for i in seq.images]
+        self.result = SequenceResult(seq.name, paths=paths, video=seq.video is not None)
         self.failed = 0
         self.record: dict[str, Any] = {}
         self.record_key = ""
@@ -174,7 +177,7 @@ class SequenceState:
 class Target(Protocol):
     """A service (or store) that sequences are uploaded to. The engine calls, in order:
     :meth:`open` once; per sequence :meth:`begin`; per image :meth:`prepare` (in a worker
-    thread) and :meth:`send` (or :meth:`send_file` for a zip or a video); :meth:`finish`
+    thread) and :meth:`send` (or :meth:`send_file` for a zip; videos go to a :class:`VideoTarget`); :meth:`finish`
     once every image of the sequence has a receipt.
 
     A target raises :class:`~amly.AuthError` to stop the run, :class:`~amly.APIError` with a
@@ -224,6 +227,22 @@ class Target(Protocol):
         """Turn a sequence's receipts into what the service keeps (a cluster, a completed
         upload set); return its id. Called again after a crash, it must not make a second one:
         keep progress in ``state.record`` (``state.save()``)."""
+        ...
+
+
+class VideoTarget(Target, Protocol):
+    """A target that takes videos too (Mapillary: as CAMM MP4s). The engine checks for these
+    methods; a target without them fails each video with a clear message."""
+
+    def video_key(self, video: Any) -> tuple[str, int, Any]:
+        """In a worker thread: the content key, size and prepared stream of a video
+        (:class:`amly.video.VideoSource`), for :meth:`send_video`."""
+        ...
+
+    async def send_video(
+        self, state: SequenceState, key: str, prepared: Any, size: int
+    ) -> tuple[str, int]:
+        """Send a video prepared by :meth:`video_key` (streamed, resumable); as :meth:`send`."""
         ...
 
 
@@ -356,6 +375,10 @@ class Uploader:
             self.result.sequences.append(state.result)
             self.progress.sequences_total += 1
             self.progress.images_total += seq.size
+            if seq.video is not None:
+                await self._slots.acquire()
+                self._spawn(self._video(state))
+                continue
             if seq.zip_path is not None:
                 await self._slots.acquire()
                 self._spawn(self._zip(state))
@@ -537,6 +560,69 @@ class Uploader:
             return False
         record = self.sequences_table.get(self._jkey(checksum)) or {}
         return bool(record.get("cluster_id"))
+
+    # -- a video ------------------------------------------------------------------------------
+
+    async def _video(self, state: SequenceState) -> None:
+        """One video: rebuilt as CAMM (streamed), sent resumably, finished as
+        ``mly_camm_video``; journaled like a zip (receipt by key, finish by checksum)."""
+        video = state.seq.video
+        res = state.result
+        target = self.target
+        try:
+            if not hasattr(target, "video_key") or not hasattr(target, "send_video"):
+                self._file_failed(
+                    state,
+                    FileError(
+                        video.path,
+                        f"the {target.name} target does not take videos",
+                        hint="upload videos to Mapillary (or an amly server)",
+                    ),
+                )
+                res.error = "videos not supported by this target"
+                return
+            vt = cast(VideoTarget, target)
+            loop = asyncio.get_running_loop()
+            try:
+                key, size, prepared = await loop.run_in_executor(self._pool, vt.video_key, video)
+            except FileError as e:
+                self._file_failed(state, e)
+                res.error = "unusable video"
+                return
+            except OSError as e:
+                self._file_failed(state, FileError(video.path, f"cannot read: {e.strerror or e}"))
+                res.error = "unreadable video"
+                return
+            except ValueError as e:  # a track with no point inside the video
+                self._file_failed(state, FileError(video.path, f"cannot rebuild: {e}"))
+                res.error = "no track to write"
+                return
+            state.keys = [key]
+            checksum = sequence_checksum([key], state.seq.organization_id)
+            receipt = self._journal_receipt(key)
+            if receipt is None and not self._finished(checksum):
+                await self.target.begin(state)
+                async with self._net:
+                    receipt, sent = await vt.send_video(state, key, prepared, size)
+                self._journal_put_receipt(key, receipt)
+                if not sent:
+                    res.cached += 1
+            elif receipt is not None:
+                res.cached += 1
+            res.images += 1
+            res.bytes += size
+            await self._finish_sequence(
+                state, checksum, [receipt] if receipt else [], "mly_camm_video"
+            )
+            self._notify(images=1, nbytes=size, sequences=1)
+        except APIError as e:
+            if not self._per_file(e):
+                self._abort(e)
+                return
+            res.error = f"upload failed: {e.message}"
+            self._file_failed(state, FileError(video.path, f"rejected: {e.message}"))
+        finally:
+            self._slots.release()
 
     # -- a zip --------------------------------------------------------------------------------
 

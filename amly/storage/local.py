@@ -7,8 +7,12 @@ import asyncio
 import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._atomic import atomic_write
+
+if TYPE_CHECKING:
+    from . import Sink
 
 STATE_DIR = ".amly"
 
@@ -79,6 +83,11 @@ class LocalFolder:
         return None
 
 
-def open_sink(location: str | os.PathLike[str]) -> LocalFolder:
-    """The sink for a command-line ``--out``: a local folder (object storage plugs in here)."""
+def open_sink(location: str | os.PathLike[str]) -> Sink:
+    """The sink for a command-line ``--out``: ``s3://bucket/prefix`` is object storage
+    (:class:`~amly.storage.s3_sink.S3Sink`), anything else a local folder."""
+    if isinstance(location, str) and location.startswith("s3://"):
+        from .s3_sink import S3Sink
+
+        return S3Sink(location)
     return LocalFolder(location)

@@ -1,11 +1,14 @@
 """Download images (with EXIF written back) and GPS tracks of sequences from a box.
 
 Images stream through a bounded pipeline (:class:`ImageDownload`): enumeration
-(:mod:`.tiles` or :mod:`.search`) feeds at most ``concurrency`` workers; each worker fetches
-the entity with its signed thumbnail URL right before it downloads (URLs expire: they are
-never stored), writes EXIF into the bytes (:func:`amly.metadata.set_exif_bytes`) and stores
+(:mod:`.tiles` or :mod:`.search`) feeds at most ``concurrency`` workers. The enumeration's
+searches already answer each image's metadata and signed thumbnail URL (tiles: a few bbox
+searches per tile, :mod:`.bulk`), so a worker asks for the entity only when no answer
+described the image, or when the CDN says the URL expired (URLs are never stored); it
+writes EXIF into the bytes (:func:`amly.metadata.set_exif_bytes`) and stores
 ``<sequence>/<image>.jpg`` atomically in a :class:`~amly.storage.Sink` (a local folder, or
-object storage). Memory holds one image per worker, whatever the box holds.
+object storage). About one request per image, the image's own included. Memory holds one
+image per worker and the metadata of the tiles in flight, whatever the box holds.
 
 Resume: ``.amly/manifest.sqlite3`` (the shared :class:`amly.journal.Journal`) records the
 query and every finished image (its size and the entity fields its EXIF came from). A rerun
@@ -38,6 +41,7 @@ from ...net.flow import bounded_map
 from ...net.transport import read_bytes
 from ...storage import Sink, open_sink
 from ...types import BBox, Point
+from .bulk import REQUIRED as BULK_REQUIRED
 from .query import (
     BASE_FIELDS,
     SEARCH_LIMIT,
@@ -171,6 +175,8 @@ class DownloadResult:
     bytes: int = 0
     #: Thumbnail URLs resolved again after the CDN refused them (expired).
     resolves: int = 0
+    #: Entity requests for images the enumeration's answers did not describe.
+    lookups: int = 0
     query_changed: bool = False
     failures: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     report: SearchReport = dataclasses.field(default_factory=SearchReport)
@@ -219,7 +225,7 @@ class TileState:
     edge_ids: list[str] = dataclasses.field(default_factory=list)
 
 
-def _geojson_chunks(part: Path) -> Iterator[bytes]:
+def geojson_chunks(part: Path) -> Iterator[bytes]:
     yield b'{"type":"FeatureCollection","features":[\n'
     first = True
     with open(part, "rb") as f:
@@ -299,12 +305,15 @@ class ImageDownload:
             self.filters,
             self.result.report,
             method=self.method,
-            fields=ENTITY_FIELDS,
+            # Metadata and the signed thumbnail URL in bulk, from searches: an entity request
+            # is made only for an image no answer described.
+            fields=(*ENTITY_FIELDS, self.field),
             concurrency=min(16, self.concurrency),
             search_limit=self.search_limit,
             skip_tile=self.skip_tile if self.tile_resume else None,
             on_tile=self.on_tile if self.tile_resume else None,
             dedup=self.dedup,
+            bulk=True,
         )
         gen = bounded_map(source, self.one, self.concurrency)
         try:
@@ -315,7 +324,7 @@ class ImageDownload:
             for ident, reason in self.result.report.rejected:
                 self.result.fail(ident, reason, "UnsafeIdError")
             self.index_file.close()
-            await self.sink.put_stream(INDEX_FILE, _geojson_chunks(part))
+            await self.sink.put_stream(INDEX_FILE, geojson_chunks(part))
             self.result.index = f"{self.sink.location.rstrip('/')}/{INDEX_FILE}"
         finally:
             await gen.aclose()  # type: ignore[attr-defined]
@@ -377,7 +386,10 @@ class ImageDownload:
         if maybe and await self._reuse(c):
             return ("reused", c.id) if not self.stop.is_set() else ("stopped", None)
         try:
-            ent = await fetch_entity(self.transport, c.id, self.want)
+            ent = self.described(c)
+            if ent is None:
+                self.result.lookups += 1
+                ent = await fetch_entity(self.transport, c.id, self.want)
         except AuthError:
             raise
         except APIError as e:
@@ -429,6 +441,15 @@ class ImageDownload:
             return "downloaded", ident
         finally:
             self.completed += 1
+
+    def described(self, c: Candidate) -> dict[str, Any] | None:
+        """The enumeration's answer for ``c`` if it holds all a download needs (then no
+        entity request is made for it); its signed URL is fresh enough, and re-resolved if
+        the CDN says it expired."""
+        ent = c.entity
+        if ent is None or self.field not in ent or any(k not in ent for k in BULK_REQUIRED):
+            return None
+        return dict(ent)
 
     async def fetch_thumb(self, ident: str, ent: dict[str, Any]) -> bytes:
         """The thumbnail's bytes; an expired signed URL (403) is resolved again."""

@@ -194,9 +194,11 @@ def candidates(
     skip_tile: Callable[[Tile], Awaitable[bool]] | None = None,
     on_tile: Callable[[Tile, int, bool], None] | None = None,
     dedup: EdgeDedup | None = None,
+    bulk: bool = False,
 ) -> AsyncIterator[Candidate]:
     """Candidates by ``method`` (``"tiles"`` or ``"search"``; the tile hooks apply to
-    tiles only, see :func:`tile_candidates`)."""
+    tiles only, see :func:`tile_candidates`). Search candidates always carry ``fields``;
+    tile candidates do with ``bulk`` (a few searches per tile describe its images)."""
     if method == "tiles":
         return tile_candidates(
             transport,
@@ -207,6 +209,8 @@ def candidates(
             skip_tile=skip_tile,
             on_tile=on_tile,
             dedup=dedup,
+            bulk_fields=fields if bulk else (),
+            search_limit=search_limit,
         )
     if method == "search":
         return search_candidates(

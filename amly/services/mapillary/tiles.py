@@ -7,7 +7,8 @@ inside. Images near a tile's border may be reported by two tiles: they go throug
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import dataclasses
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 from ...errors import APIError
@@ -16,7 +17,8 @@ from ...net import Transport
 from ...net.flow import fanout
 from ...net.transport import read_bytes
 from ...types import BBox
-from .query import Candidate, EdgeDedup, Filters, SearchReport, UnsafeId, in_bbox
+from .bulk import describe
+from .query import SEARCH_LIMIT, Candidate, EdgeDedup, Filters, SearchReport, UnsafeId, in_bbox
 
 TILE_ZOOM = 14
 TILE_PATH = "maps/vtp/mly1_public/2"
@@ -119,8 +121,15 @@ async def tile_candidates(
     skip_tile: Callable[[Tile], Awaitable[bool]] | None = None,
     on_tile: Callable[[Tile, int, bool], None] | None = None,
     dedup: EdgeDedup | None = None,
+    bulk_fields: Iterable[str] = (),
+    search_limit: int = SEARCH_LIMIT,
 ) -> AsyncIterator[Candidate]:
     """Candidates from the z14 ``image`` layer of every tile covering ``bbox``.
+
+    With ``bulk_fields`` (which must name a ``thumb_*_url``), each tile's candidates come
+    with those fields in ``Candidate.entity``, from a few bbox searches per tile
+    (:func:`amly.services.mapillary.bulk.describe`); a candidate no answer described comes
+    without, and its entity is the caller's to fetch.
 
     Positions are tile-quantized: a candidate within a couple of tile units of the box is
     kept, and the entity's real geometry decides (:func:`images`). ``skip_tile(t)`` true:
@@ -162,9 +171,34 @@ async def tile_candidates(
             t_ms = props.get("captured_at")
             t_ms = t_ms if isinstance(t_ms, int) else None
             found.append(Candidate(ident, seq, lon, lat, t_ms, tile=t, edge=edge))
+        if bulk and found:
+            found = await _described(found, margin / 2)
         if on_tile is not None:
             on_tile(t, len(found), clean)
         return found, []
+
+    bulk = tuple(bulk_fields)
+    thumb = next((f for f in bulk if f.startswith("thumb_")), "thumb_1024_url")
+
+    async def _described(found: list[Candidate], margin: float) -> list[Candidate]:
+        answer = await describe(
+            transport,
+            {c.id: (c.lon, c.lat) for c in found},
+            filters,
+            bulk,
+            report,
+            margin=margin,
+            limit=search_limit,
+        )
+        out = []
+        for c in found:
+            ent = answer.entity(c.id, thumb)
+            if ent is not None:
+                c = dataclasses.replace(c, entity=ent)
+            elif c.id not in answer.found and filters.username and answer.complete_at(c.lon, c.lat):
+                continue  # another creator's: the filtered, complete answers left it out
+            out.append(c)
+        return out
 
     async for c in fanout(
         _tile_rows(box, TILE_ZOOM), handle, concurrency=concurrency, buffer=4 * concurrency

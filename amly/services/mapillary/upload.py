@@ -4,7 +4,8 @@ Per image: the description is injected into the JPEG bytes in memory (the file o
 untouched), the session key is ``mly_tools_<md5 of those bytes>.jpg``; the client asks the
 server for its offset and POSTs the rest, getting a file handle. Per sequence: a manifest of
 the handles in capture order is uploaded and ``finish_upload`` turns it into a cluster. A zip
-of a sequence is one upload finished as ``file_type=zip``.
+of a sequence is one upload finished as ``file_type=zip``; a video is rebuilt as a CAMM MP4
+(streamed from the source, never whole in memory) and finished as ``mly_camm_video``.
 
 A retry always asks the server where to resume, so bytes the server has are never sent twice;
 the manifest key is derived from the sequence's checksum, and the server finishes a manifest
@@ -80,11 +81,16 @@ def prepare_image(image: UploadImage) -> tuple[str, bytes]:
     Runs in a worker thread (file reads and md5 release the GIL)."""
     from ...metadata import inject_description
 
-    try:
-        with open(image.path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise FileError(image.path, f"cannot read: {e.strerror or e}") from e
+    if image.path.startswith("s3://"):
+        from ...storage.s3_source import read_object
+
+        raw = read_object(image.path)  # in a worker thread: one GET, nothing on local disk
+    else:
+        try:
+            with open(image.path, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            raise FileError(image.path, f"cannot read: {e.strerror or e}") from e
     if not raw:
         raise MetadataError(image.path, "zero-byte file")
     data = inject_description(raw, dumps(embeddable(image.description)))
@@ -136,6 +142,21 @@ class MapillaryTarget:
     def file_key(self, path: str) -> tuple[str, int]:
         return file_key(path, ".zip")
 
+    def video_key(self, video: Any) -> tuple[str, int, Any]:
+        """The CAMM rebuild of a video, its md5 session key and size (a full read)."""
+        from ...video._upload import video_key
+
+        return video_key(video)
+
+    async def send_video(
+        self, state: SequenceState, key: str, prepared: Any, size: int
+    ) -> tuple[str, int]:
+        from ...video._upload import layout_chunks
+
+        return await self._resumable(
+            key, size, lambda offset: layout_chunks(prepared, offset), state
+        )
+
     async def begin(self, state: SequenceState) -> None:
         return None  # a Mapillary sequence exists only once it is finished
 
@@ -156,8 +177,8 @@ class MapillaryTarget:
         """Manifest (for images) then ``finish_upload``; the manifest key and handle are
         recorded before the finish, so a rerun finishes the same manifest."""
         record = state.record
-        if file_type == "zip":
-            record["handle"] = receipts[0] if receipts else None
+        if file_type != "images":  # a zip or a video: one upload, finished as it is
+            record["handle"] = receipts[0] if receipts else record.get("handle")
         else:
             record["manifest_key"] = record.get("manifest_key") or (
                 f"uuid_{uuid.uuid4().hex}.json"  # --reupload: a new cluster, a new manifest

@@ -27,7 +27,7 @@ from ...net.flow import bounded_map
 from ...net.transport import read_bytes
 from ...storage import Sink, open_sink
 from ...types import BBox
-from ..mapillary.download import INDEX_FILE, DownloadResult, Manifest, _geojson_chunks
+from ..mapillary.download import INDEX_FILE, DownloadResult, Manifest, geojson_chunks
 from .api import PanoramaxAPI, error_from
 
 SIZES = ("hd", "sd", "thumb")
@@ -235,7 +235,7 @@ async def download_images(
             if on_image is not None:
                 on_image(pic.id, status)
         index.close()
-        await sink.put_stream(INDEX_FILE, _geojson_chunks(part))
+        await sink.put_stream(INDEX_FILE, geojson_chunks(part))
         res.index = f"{sink.location.rstrip('/')}/{INDEX_FILE}"
     finally:
         if not index.closed:
