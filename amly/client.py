@@ -146,6 +146,57 @@ class Client:
         """The Mapillary upload protocol over this client's transport."""
         return mapillary.MapillaryTarget(self.transport)
 
+    def panoramax_target(
+        self, api_url: str, token: str | Secret | None = None, *, profile: str | None = None
+    ) -> Any:
+        """The Panoramax upload protocol for the instance at ``api_url`` over this client's
+        transport (:class:`~amly.services.panoramax.PanoramaxTarget`). ``token``: by default
+        ``PANORAMAX_TOKEN``, then the profile ``amly auth --service panoramax`` saved for this
+        instance, else none (instances with auth off take anonymous uploads)."""
+        from .services import panoramax
+
+        return panoramax.PanoramaxTarget(self.panoramax(api_url, token, profile=profile))
+
+    def panoramax(
+        self, api_url: str, token: str | Secret | None = None, *, profile: str | None = None
+    ) -> Any:
+        """The Panoramax API of the instance at ``api_url`` over this client's transport
+        (:class:`~amly.services.panoramax.PanoramaxAPI`); the token as for
+        :meth:`panoramax_target`."""
+        from .services import panoramax
+
+        if token is None:
+            token = panoramax.resolve_token(api_url, profile)
+        secret = Secret(token) if isinstance(token, str) else token
+        return panoramax.PanoramaxAPI(self.transport, api_url, secret)
+
+    def panoramax_images(self, api_url: str, bbox: Iterable[float]) -> AsyncIterator[Any]:
+        """``async for item in client.panoramax_images(url, bbox)``: every STAC item (picture)
+        of the box on a Panoramax instance, page after page."""
+        from .services.mapillary.query import check_bbox
+        from .services.panoramax import download
+
+        return download.search(self.panoramax(api_url), check_bbox(bbox))
+
+    async def panoramax_download_images(
+        self,
+        api_url: str,
+        bbox: Iterable[float],
+        out: str | os.PathLike[str] | Sink,
+        **options: Any,
+    ) -> Any:
+        """Download the box's pictures from a Panoramax instance into ``out`` (resumable; EXIF
+        written; ``index.geojson``): :func:`amly.services.panoramax.download.download_images`
+        (``size``: hd, sd or thumb; ``max_results``; ``on_image``)."""
+        from .services.mapillary.query import check_bbox
+        from .services.panoramax import download
+
+        sink = out if not isinstance(out, (str, os.PathLike)) else os.fspath(out)
+        options.setdefault("concurrency", self.concurrency)
+        return await download.download_images(
+            self.panoramax(api_url), check_bbox(bbox), sink, **options
+        )
+
     async def upload(
         self,
         items: Iterable[Any] | AsyncIterable[Any],

@@ -37,6 +37,7 @@ VERBS = [
     "auth",
     "upload",
     "download",
+    "transfer",
     "join_gpx",
     "sample_video",
     "video_process",

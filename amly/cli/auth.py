@@ -25,6 +25,7 @@ EPILOG = """examples:
   amly auth --profile work --token-file ~/work.token
   amly auth --show                                # profiles, tokens masked
   amly auth --profile work --delete
+  amly auth --service panoramax --api-url https://panoramax.example.org --token - < pmx.token
 """
 
 
@@ -49,6 +50,13 @@ def register(subparsers: Any) -> None:
         "--endpoint", metavar="URL", help="an amly server base URL [MAPILLARY_GRAPH_API_ENDPOINT]"
     )
     p.add_argument("--no-verify", action="store_true", help="save without checking with /me")
+    p.add_argument(
+        "--service",
+        choices=("mapillary", "panoramax"),
+        default="mapillary",
+        help="whose token this is [mapillary]; a Panoramax token also needs --api-url",
+    )
+    p.add_argument("--api-url", metavar="URL", help="with --service panoramax: the instance")
     act = p.add_mutually_exclusive_group()
     act.add_argument("--show", action="store_true", help="list the saved profiles (masked)")
     act.add_argument("--delete", action="store_true", help="delete the profile")
@@ -137,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.show:
         return _show(args)
+    if args.service == "panoramax":
+        return _panoramax(args)
     if args.delete:
         if not auth.delete_profile(args.profile):
             raise UsageError(f"no saved profile {args.profile!r}")
@@ -189,5 +199,61 @@ def run(args: argparse.Namespace) -> int:
         who = f"{user.get('username') or '?'} (id {user.get('id') or '?'})" if user else "?"
         print(
             f"saved profile {args.profile!r} for {who}, token {token}, in {path}", file=sys.stderr
+        )
+    return 0
+
+
+def _panoramax(args: argparse.Namespace) -> int:
+    """``--service panoramax``: a Panoramax token for one instance, checked with
+    ``/api/users/me`` and saved as profile ``panoramax:NAME`` (same 0600 file)."""
+    from ..client import Client
+    from ..services import panoramax
+    from ..services.mapillary import auth
+
+    name = panoramax.profile_name(args.profile)
+    if args.delete:
+        if not auth.delete_profile(name):
+            raise UsageError(f"no saved profile {name!r}")
+        if not args.quiet:
+            print(f"deleted profile {name!r}", file=sys.stderr)
+        return 0
+    if not args.api_url:
+        raise UsageError("--service panoramax needs --api-url URL (the instance)")
+    if args.email:
+        raise UsageError("Panoramax tokens come from the instance's web page, not --email")
+    token = _token_from(args)
+    if token is None:
+        if not sys.stdin.isatty():
+            raise UsageError("no token given", hint="use --token - or --token-file FILE")
+        token = Secret(getpass.getpass("Panoramax token: "))
+
+    async def check() -> dict[str, Any]:
+        async with Client(journal=False) as client:
+            target = client.panoramax_target(args.api_url, token)
+            await target.api.configuration()
+            return dict(await target.api.me() or {})
+
+    user = {} if args.no_verify else run_async(check())
+    path = auth.save_profile(
+        name, token, user_id=user.get("id"), username=user.get("name"), endpoint=args.api_url
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "profile": name,
+                    "file": str(path),
+                    "user_id": user.get("id"),
+                    "username": user.get("name"),
+                    "token": str(token),
+                },
+                indent=2,
+            )
+        )
+    elif not args.quiet:
+        print(
+            f"saved profile {name!r} for {user.get('name') or '?'} at {args.api_url}, "
+            f"token {token}, in {path}",
+            file=sys.stderr,
         )
     return 0

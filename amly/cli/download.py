@@ -168,6 +168,15 @@ def register(subparsers: Any) -> None:
     )
     pano.add_argument("--no-pano", dest="pano", action="store_false", help="exclude panoramas")
     pi.add_argument("--organization-id", metavar="ID", help="only this organization's images")
+    pi.add_argument(
+        "--from",
+        dest="source",
+        choices=("mapillary", "panoramax"),
+        default="mapillary",
+        help="the service to download from [mapillary]; panoramax needs --api-url "
+        "(--size hd, sd or thumb; default hd, the original)",
+    )
+    pi.add_argument("--api-url", metavar="URL", help="with --from panoramax: the instance")
     add_report_option(pi)
     distributed_cli.add_options(pi)
     pi.set_defaults(func=run_images)
@@ -195,6 +204,10 @@ def _warn_if_huge(args: argparse.Namespace, bbox: tuple[float, float, float, flo
 
 
 def run_images(args: argparse.Namespace) -> int:
+    if args.source == "panoramax":
+        return _run_panoramax(args)
+    if args.api_url:
+        raise UsageError("--api-url goes with --from panoramax")
     bbox = parse_bbox(args.bbox)
     size, note = normalize_size(args.size)
     if note and not args.quiet:
@@ -329,4 +342,44 @@ def run_gpx(args: argparse.Namespace) -> int:
     for f in res.failures:
         summary.fail(f["error"], path=f["file"], kind=f["type"])
     summary.info.update(out=args.out)
+    return summary.emit(args)
+
+
+def _run_panoramax(args: argparse.Namespace) -> int:
+    """``--from panoramax``: the instance's STAC search, pictures written as Mapillary's are."""
+    if not args.api_url:
+        raise UsageError("--from panoramax needs --api-url URL (the instance)")
+    if not str(args.api_url).startswith(("http://", "https://")):
+        raise UsageError(f"--api-url must be an http(s) URL, not {args.api_url!r}")
+    if args.start or args.end or args.user or args.pano is not None or args.organization_id:
+        raise UsageError("--start/--end/--user/--pano/--organization-id are Mapillary filters")
+    bbox = parse_bbox(args.bbox)
+    size = "hd" if args.size == "1024" else args.size
+    if args.max_results is not None and args.max_results < 0:
+        raise UsageError("--max-results must be >= 0")
+    out = "panoramax_download" if args.out == "mapillary_download" else args.out
+    client = client_from_args(args, journal=False)
+    summary = Summary("download images")
+    progress = Progress("download", args.max_results, enabled=not args.no_progress)
+
+    async def main() -> DownloadResult:
+        async with client:
+            return await client.panoramax_download_images(
+                args.api_url,
+                bbox,
+                out,
+                size=size,
+                max_results=args.max_results,
+                on_image=lambda _i, _s: progress.update(),
+            )
+
+    try:
+        res = run_async(main())
+    finally:
+        progress.close()
+    summary.count("downloaded", res.downloaded)
+    summary.count("reused", res.reused)
+    for f in res.failures:
+        summary.fail(f["error"], path=f["file"], kind=f["type"])
+    summary.info.update(out=out, index=res.index, bytes=res.bytes, query_changed=res.query_changed)
     return summary.emit(args)

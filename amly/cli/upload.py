@@ -30,6 +30,7 @@ from ._options import (
     client_from_args,
     options_from_args,
     report_from_args,
+    token_from_args,
     write_report,
 )
 
@@ -46,6 +47,7 @@ examples:
   amly upload photos/ --endpoint http://127.0.0.1:8080   # a local amly server
   amly upload photos/ --dry-run                # what would be sent, no network
   amly upload photos/ --report upload.html     # a map with each sequence's cluster id
+  amly upload trips/ --subfolders --to panoramax --api-url https://panoramax.example.org --wait
 
 exit codes: 0 everything uploaded (or already uploaded), 1 some files or sequences failed
 (listed; rerun to finish them), 2 bad arguments, 3 authentication failed, 4 the server or
@@ -79,11 +81,24 @@ def _upload_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dry-run", action="store_true", help="list what would be uploaded, send nothing"
     )
-    g.add_argument(
+    t = p.add_argument_group("target")
+    t.add_argument(
         "--to",
-        metavar="s3://BUCKET/PREFIX",
-        help="store in object storage instead of uploading to Mapillary: photos with their "
-        "description embedded, the description file, zips (a later 'amly upload' sends them on)",
+        metavar="TARGET",
+        help="where to upload instead of Mapillary: 'panoramax' (with --api-url), or "
+        "s3://BUCKET/PREFIX to store in object storage (photos with their description "
+        "embedded, the description file, zips: a later 'amly upload' sends them on)",
+    )
+    t.add_argument(
+        "--api-url",
+        metavar="URL",
+        help="with --to panoramax: the instance's base URL (token: --token, PANORAMAX_TOKEN, "
+        "else 'amly auth --service panoramax')",
+    )
+    t.add_argument(
+        "--wait",
+        action="store_true",
+        help="with --to panoramax: return once the server has prepared every picture",
     )
     add_report_option(p)
 
@@ -127,6 +142,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _check(args: argparse.Namespace) -> None:
     if args.organization_id is not None and not str(args.organization_id).isdigit():
         raise UsageError("--organization-id must be numeric")
+    if args.to == "panoramax":
+        if not args.api_url:
+            raise UsageError(
+                "--to panoramax needs --api-url URL", hint="e.g. https://panoramax.openstreetmap.fr"
+            )
+        if not str(args.api_url).startswith(("http://", "https://")):
+            raise UsageError(f"--api-url must be an http(s) URL, not {args.api_url!r}")
+        if args.organization_id is not None or args.endpoint:
+            raise UsageError("--organization-id and --endpoint are Mapillary options")
+    elif args.api_url or args.wait:
+        raise UsageError("--api-url and --wait go with --to panoramax")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -168,7 +194,8 @@ def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reproc
         progress.update(p.images_done - done["images"])
         done["images"] = p.images_done
 
-    if args.to:
+    waited: list[Any] = []
+    if args.to and args.to != "panoramax":
         from ..storage.s3_config import S3Location
 
         S3Location.parse(args.to)  # a bad URL is a usage error before any work
@@ -176,12 +203,16 @@ def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reproc
     async def main() -> UploadResult:
         async with client_from_args(args, journal=args.journal) as client:
             target = None
-            if args.to and not args.dry_run:
+            if args.to == "panoramax":
+                target = client.panoramax_target(
+                    args.api_url, token_from_args(args), profile=args.profile
+                )
+            elif args.to and not args.dry_run:
                 from ..storage.s3_target import S3Target
 
                 target = S3Target(args.to, journal=args.journal, concurrency=args.concurrency)
             try:
-                return await client.upload(
+                result = await client.upload(
                     paths,
                     target=target,
                     process=process,
@@ -193,8 +224,11 @@ def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reproc
                     progress=on_progress,
                     on_sequence=entered.append if report is not None else None,
                 )
+                if args.to == "panoramax" and args.wait and not args.dry_run:
+                    waited.extend(await _wait(target, result, args))
+                return result
             finally:
-                if target is not None:
+                if target is not None and hasattr(target, "close"):
                     await target.close()
 
     try:
@@ -204,6 +238,8 @@ def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reproc
     if reprocess:
         summary.count("processed", result.processed)
     _summarise(summary, result, args.dry_run)
+    if args.to == "panoramax":
+        _panoramax_summary(summary, result, waited, args.wait)
     if report is not None:
         report.add_upload_sequences(entered)
         report.add_processed(errors=[*result.failures, *result.duplicates])
@@ -260,3 +296,40 @@ def _summarise(summary: Summary, result: UploadResult, dry_run: bool) -> None:
     summary.info["sequences"] = sequences
     if result.seconds and result.images:
         summary.info["images_per_second"] = round(result.images / result.seconds, 1)
+
+
+async def _wait(target: Any, result: UploadResult, args: argparse.Namespace) -> list[Any]:
+    """``--wait``: follow the server's preparation of every set, with its own progress bar."""
+    preparing = Progress("server preparing", None, enabled=not (args.no_progress or args.quiet))
+    done = {"prepared": 0}
+
+    def on_wait(w: Any) -> None:
+        preparing.total = w.total
+        preparing.update(w.prepared - done["prepared"])
+        done["prepared"] = w.prepared
+
+    try:
+        return list(await target.wait_ready(result.cluster_ids, on_wait))
+    finally:
+        preparing.close()
+
+
+def _panoramax_summary(
+    summary: Summary, result: UploadResult, waited: list[Any], wait: bool
+) -> None:
+    """Panoramax words for the summary: upload sets and their collections."""
+    summary.info["upload_set_ids"] = summary.info.pop("cluster_ids", [])
+    status = {w.set_id: w for w in waited}
+    for entry in summary.info.get("sequences", []):
+        set_id = entry.pop("cluster_id", None)
+        entry["upload_set_id"] = set_id
+        w = status.get(set_id)
+        if w is not None:
+            entry["collections"] = w.collections
+            entry["ready"] = w.ready
+            entry["broken"] = w.broken
+            if w.error:
+                summary.fail(w.error, path=entry["name"], kind="upload set")
+    summary.count("rejected", sum(1 for f in result.failures if "rejected" in f.message))
+    if wait:
+        summary.count("ready_sets", sum(1 for w in waited if w.ready))

@@ -123,6 +123,12 @@ ProgressCallback = Callable[[UploadProgress], None]
 # -- the seam ----------------------------------------------------------------------------------
 
 
+class FileRejected(APIError):
+    """A target's answer for a file the service refused for good and keeps track of (Panoramax
+    records rejected files in its upload set): the file is a failure with the service's
+    reason, but its sequence still finishes with the others."""
+
+
 def sequence_checksum(keys: Iterable[str], organization_id: str | None = None) -> str:
     """Identity of a sequence: md5 over its ordered image keys and the organization. The same
     images in the same order for the same organization are the same sequence.
@@ -407,6 +413,10 @@ class Uploader:
                     await asyncio.shield(state.ready)
                     async with self._net:
                         receipt, sent = await self.target.send(state, key, data, fresh=fresh)
+                except FileRejected as e:
+                    self.result.failures.append(FileError(image.path, f"rejected: {e.message}"))
+                    log.warning("%s: rejected: %s", image.path, e.message)
+                    return None
                 except APIError as e:
                     if not self._per_file(e):
                         self._abort(e)

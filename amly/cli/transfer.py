@@ -1,0 +1,172 @@
+"""``amly transfer``: move the images of a Mapillary box (or one sequence) into Panoramax, one
+upload set per Mapillary sequence, with capture time, position, direction and camera carried in
+the EXIF the download writes.
+
+The images go through a work folder: the Mapillary download (resumable, its own manifest)
+writes ``<sequence>/<image>.jpg`` there, then the Panoramax upload sends each sequence folder as
+one set (amly's processing with splitting and deduplication off: a Mapillary sequence stays one
+sequence). Photos are deleted from the work folder once uploaded, unless ``--keep DIR`` names
+the folder to keep them in. A rerun sends nothing twice: the journal knows every file's content
+(md5) and every set; sets are keyed by the sequence, so an interrupted transfer resumes in the
+same sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from ._common import Progress, Summary, run_async
+from ._options import add_network_options, add_output_options, client_from_args
+
+EPILOG = """\
+examples:
+  amly transfer --bbox=2.33,48.85,2.36,48.87 --to panoramax --api-url https://panoramax.example.org
+  amly transfer --sequence SEQ_ID --to panoramax --api-url URL --keep mly_copy/ --wait
+
+The Mapillary token: --token, MAPILLARY_ACCESS_TOKEN or the 'amly auth' profile; the Panoramax
+one: PANORAMAX_TOKEN or 'amly auth --service panoramax'.
+exit codes: as 'amly upload'
+"""
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "transfer",
+        help="move Mapillary images of a box or sequence into Panoramax upload sets",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--bbox", metavar="W,S,E,N", help="the Mapillary box")
+    what.add_argument("--sequence", metavar="ID", help="one Mapillary sequence")
+    p.add_argument("--to", choices=("panoramax",), default="panoramax", help="[panoramax]")
+    p.add_argument("--api-url", required=True, metavar="URL", help="the Panoramax instance")
+    p.add_argument(
+        "--size", default="original", help="Mapillary size to move: original (default), 2048..."
+    )
+    p.add_argument("--keep", metavar="DIR", help="keep the downloaded photos in DIR")
+    p.add_argument("--journal", metavar="PATH", help="resume journal [DATA_DIR/journal.sqlite3]")
+    p.add_argument("--wait", action="store_true", help="return once Panoramax prepared them all")
+    add_network_options(p, concurrency=16, what="transfers")
+    add_output_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import data_dir
+    from ..pipeline import Options
+    from ..services.mapillary import check_bbox, normalize_size
+    from .download import parse_bbox
+
+    if not str(args.api_url).startswith(("http://", "https://")):
+        raise UsageError(f"--api-url must be an http(s) URL, not {args.api_url!r}")
+    size, _note = normalize_size(args.size)
+    # One work folder per (Mapillary, Panoramax, size), whatever the box: the same image lands
+    # at the same path in every transfer, so its sequence keeps its upload set across queries.
+    query = f"{args.endpoint}|{size}|{args.api_url}"
+    work = (
+        Path(args.keep)
+        if args.keep
+        else data_dir() / "transfer" / hashlib.md5(query.encode()).hexdigest()[:16]
+    )
+    # a Mapillary sequence stays one Panoramax sequence: no split, no dedup, no checks
+    process = Options(
+        cutoff_distance=1e12,
+        cutoff_time=1e12,
+        max_images=None,
+        max_sequence_filesize=None,
+        max_sequence_pixels=None,
+        duplicate_distance=0.0,
+        max_speed_kmh=None,
+        check_zigzag=False,
+        recursive=True,
+    )
+    summary = Summary("transfer")
+    progress = Progress("transfer", None, enabled=not (args.no_progress or args.quiet))
+
+    async def main() -> tuple[Any, Any, list[Any]]:
+        async with client_from_args(args, journal=args.journal) as client:
+            if args.sequence:
+                track = await client.sequence_track(args.sequence)
+                if not track:
+                    raise UsageError(f"Mapillary sequence {args.sequence} has no images")
+                pad = 1e-4
+                bbox = check_bbox(
+                    (
+                        min(p.lon for p in track) - pad,
+                        min(p.lat for p in track) - pad,
+                        max(p.lon for p in track) + pad,
+                        max(p.lat for p in track) + pad,
+                    )
+                )
+            else:
+                bbox = parse_bbox(args.bbox)
+            down = await client.download_images(
+                bbox, work, size=size, on_image=lambda _i, _s: progress.update()
+            )
+            folders = sorted(d for d in work.iterdir() if d.is_dir() and d.name != ".amly")
+            if args.sequence:
+                folders = [d for d in folders if d.name == args.sequence]
+            target = client.panoramax_target(args.api_url)
+            target.set_metadata = _origin(work, args.endpoint)
+            up = await client.upload(
+                [str(d) for d in folders], target=target, process=process, reprocess=True
+            )
+            waited = list(await target.wait_ready(up.cluster_ids)) if args.wait else []
+            return down, up, waited
+
+    try:
+        down, up, waited = run_async(main())
+    finally:
+        progress.close()
+    from .upload import _panoramax_summary, _summarise
+
+    summary.count("downloaded", down.downloaded)
+    summary.count("reused_downloads", down.reused)
+    for f in down.failures:
+        summary.fail(f["error"], path=f["file"], kind=f["type"])
+    _summarise(summary, up, False)
+    _panoramax_summary(summary, up, waited, args.wait)
+    if not args.keep and up.ok and not down.failures:
+        # everything is on Panoramax: the copies go (the manifest stays for the next run)
+        for d in work.iterdir():
+            if d.is_dir() and d.name != ".amly":
+                shutil.rmtree(d, ignore_errors=True)
+    elif not args.keep and not args.quiet:
+        print(f"amly transfer: photos kept in {work} until a rerun finishes", file=sys.stderr)
+    return summary.emit(args)
+
+
+def _origin(work: Path, endpoint: str | None) -> Any:
+    """Each set's metadata names where it came from: the Mapillary sequence and its creator
+    (from the download's ``index.geojson``: Panoramax records the uploader as the producer)."""
+    import json
+    import os
+
+    creators: dict[str, str] = {}
+    try:
+        index = json.loads((work / "index.geojson").read_text())
+        for f in index.get("features", []):
+            props = f.get("properties") or {}
+            if props.get("sequence_id") and props.get("creator"):
+                creators[str(props["sequence_id"])] = str(props["creator"])
+    except (OSError, ValueError, AttributeError):
+        pass
+
+    def metadata(seq: Any) -> dict[str, Any]:
+        folder = os.path.basename(os.path.dirname(seq.images[0].path)) if seq.images else ""
+        out = {"source": "mapillary", "mapillary_sequence": folder}
+        if endpoint:
+            out["mapillary_endpoint"] = endpoint
+        if folder in creators:
+            out["mapillary_creator"] = creators[folder]
+        return out
+
+    return metadata
