@@ -13,7 +13,7 @@ import asyncio
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import Endpoints, Secret
 from .errors import DuplicateError, FileError
@@ -35,6 +35,9 @@ from .services.upload import (
 )
 from .storage import Sink
 from .types import BBox, Point, UploadSequence
+
+if TYPE_CHECKING:
+    from .services.panoramax import PanoramaxAPI, PanoramaxTarget
 
 #: Finished sequences processing may hold ahead of the uploads.
 PREFETCH_SEQUENCES = 64
@@ -148,7 +151,7 @@ class Client:
 
     def panoramax_target(
         self, api_url: str, token: str | Secret | None = None, *, profile: str | None = None
-    ) -> Any:
+    ) -> PanoramaxTarget:
         """The Panoramax upload protocol for the instance at ``api_url`` over this client's
         transport (:class:`~amly.services.panoramax.PanoramaxTarget`). ``token``: by default
         ``PANORAMAX_TOKEN``, then the profile ``amly auth --service panoramax`` saved for this
@@ -159,7 +162,7 @@ class Client:
 
     def panoramax(
         self, api_url: str, token: str | Secret | None = None, *, profile: str | None = None
-    ) -> Any:
+    ) -> PanoramaxAPI:
         """The Panoramax API of the instance at ``api_url`` over this client's transport
         (:class:`~amly.services.panoramax.PanoramaxAPI`); the token as for
         :meth:`panoramax_target`."""
@@ -170,7 +173,9 @@ class Client:
         secret = Secret(token) if isinstance(token, str) else token
         return panoramax.PanoramaxAPI(self.transport, api_url, secret)
 
-    def panoramax_images(self, api_url: str, bbox: Iterable[float]) -> AsyncIterator[Any]:
+    def panoramax_images(
+        self, api_url: str, bbox: Iterable[float]
+    ) -> AsyncIterator[dict[str, Any]]:
         """``async for item in client.panoramax_images(url, bbox)``: every STAC item (picture)
         of the box on a Panoramax instance, page after page."""
         from .services.mapillary.query import check_bbox
@@ -184,7 +189,7 @@ class Client:
         bbox: Iterable[float],
         out: str | os.PathLike[str] | Sink,
         **options: Any,
-    ) -> Any:
+    ) -> mapillary.DownloadResult:
         """Download the box's pictures from a Panoramax instance into ``out`` (resumable; EXIF
         written; ``index.geojson``): :func:`amly.services.panoramax.download.download_images`
         (``size``: hd, sd or thumb; ``max_results``; ``on_image``)."""

@@ -36,7 +36,7 @@ from ._options import (
 
 if TYPE_CHECKING:
     from ..pipeline import Options
-    from ..services import UploadProgress, UploadResult
+    from ..services import Target, UploadProgress, UploadResult
 
 EPILOG = """\
 examples:
@@ -202,7 +202,7 @@ def _run(args: argparse.Namespace, paths: list[str], process: Options, *, reproc
 
     async def main() -> UploadResult:
         async with client_from_args(args, journal=args.journal) as client:
-            target = None
+            target: Target | None = None
             if args.to == "panoramax":
                 target = client.panoramax_target(
                     args.api_url, token_from_args(args), profile=args.profile

@@ -114,7 +114,9 @@ def _safe(ident: str) -> bool:
     return bool(ident) and len(ident) <= 64 and all(c.isalnum() or c in "-_" for c in ident)
 
 
-async def search(api: PanoramaxAPI, bbox: BBox, limit: int = PAGE_LIMIT) -> AsyncIterator[Any]:
+async def search(
+    api: PanoramaxAPI, bbox: BBox, limit: int = PAGE_LIMIT
+) -> AsyncIterator[dict[str, Any]]:
     """Every STAC item of the box, page after page by the ``next`` links."""
     w, s, e, n = bbox
     page = await api.call("GET", "search", params={"bbox": f"{w},{s},{e},{n}", "limit": limit})

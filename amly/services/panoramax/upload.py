@@ -164,9 +164,17 @@ class PanoramaxTarget:
             self._pending[key] = (os.path.basename(image.path), fields)
         return key, data
 
-    def file_key(self, path: str) -> tuple[str, int]:
+    def prepare_file(self, seq: UploadSequence) -> tuple[str, int, Any]:
+        if seq.video is not None:
+            raise FileError(
+                seq.video.path,
+                "Panoramax takes photos, not videos",
+                hint="sample frames with `amly sample-video` and upload those",
+            )
         raise FileError(
-            path, "Panoramax takes photos, not sequence zips", hint="upload the photos' folder"
+            seq.zip_path or seq.name,
+            "Panoramax takes photos, not sequence zips",
+            hint="upload the photos' folder",
         )
 
     async def begin(self, state: SequenceState) -> None:
@@ -218,9 +226,9 @@ class PanoramaxTarget:
         return answer.picture_id or f"{set_id}/{key}", len(data)
 
     async def send_file(
-        self, state: SequenceState, key: str, path: str, size: int
+        self, state: SequenceState, key: str, prepared: Any, size: int
     ) -> tuple[str, int]:
-        raise FileError(path, "Panoramax takes photos, not sequence zips")
+        raise AssertionError("prepare_file refuses every file")  # never reached
 
     async def finish(
         self, state: SequenceState, checksum: str, receipts: list[str], file_type: str
