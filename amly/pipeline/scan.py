@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg")
 TEMP_PREFIX = ".amly-"
@@ -45,7 +45,7 @@ def scan(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> 
             continue
         if not os.path.isdir(path):
             raise FileNotFoundError(path)
-        for folder in _walk(path, recursive):
+        for folder in (Folder(d, d, files) for d, files in walk(path, recursive)):
             if folder.path not in seen:
                 seen.add(folder.path)
                 folder.root = path
@@ -53,7 +53,12 @@ def scan(paths: Iterable[str | os.PathLike[str]], *, recursive: bool = True) -> 
     return folders
 
 
-def _walk(top: str, recursive: bool) -> Iterator[Folder]:
+def walk(
+    top: str, recursive: bool, want: Callable[[str], bool] = is_image_name
+) -> Iterator[tuple[str, list[str]]]:
+    """``(folder, files)`` for every folder under ``top`` holding files whose name ``want``
+    accepts (photos by default): folders depth-first by name, files by name; hidden ones
+    skipped, linked folders not followed."""
     # Depth-first with a stack, not recursion: a tree nested deeper than Python's recursion
     # limit (a broken or hostile card) must not crash the scan.
     stack = [top]
@@ -63,9 +68,9 @@ def _walk(top: str, recursive: bool) -> Iterator[Folder]:
             entries = sorted(os.scandir(path), key=lambda e: e.name)
         except OSError:
             continue
-        files = [e.path for e in entries if is_image_name(e.name) and _is_file(e)]
+        files = [e.path for e in entries if want(e.name) and _is_file(e)]
         if files:
-            yield Folder(path, path, files)
+            yield path, files
         if recursive:
             subs = [e.path for e in entries if not e.name.startswith(".") and _is_real_dir(e)]
             stack.extend(reversed(subs))  # popped in name order

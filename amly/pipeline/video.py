@@ -65,7 +65,7 @@ def find_videos(
     """``(root, video path)`` for every video under ``paths``: roots as given, folders
     depth-first by name, files by name; hidden ones skipped, linked folders not followed.
     A stack, not recursion, as :func:`amly.pipeline.scan` (hostile trees are deep)."""
-    from .scan import _is_file, _is_real_dir
+    from .scan import walk
 
     out: list[tuple[str, str]] = []
     for p in paths:
@@ -74,17 +74,8 @@ def find_videos(
             if is_video_name(os.path.basename(root)):
                 out.append((root, root))
             continue
-        stack = [root]
-        while stack:
-            path = stack.pop()
-            try:
-                entries = sorted(os.scandir(path), key=lambda e: e.name)
-            except OSError:
-                continue
-            out.extend((root, e.path) for e in entries if is_video_name(e.name) and _is_file(e))
-            if recursive:
-                subs = [e.path for e in entries if not e.name.startswith(".") and _is_real_dir(e)]
-                stack.extend(reversed(subs))
+        for _folder, files in walk(root, recursive, is_video_name):
+            out.extend((root, f) for f in files)
     return out
 
 

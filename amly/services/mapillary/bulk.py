@@ -31,7 +31,7 @@ from typing import Any
 from ...geo import quarter, split_bbox
 from ...net import Transport
 from ...types import BBox
-from .query import SEARCH_LIMIT, Filters, SearchReport, next_page, page_data
+from .query import MAX_CELL, SEARCH_LIMIT, Filters, SearchReport, search_pages
 
 __all__ = ["CELL_OVERLAP", "MIN_SPLIT", "SEARCH_MARGIN", "Described", "cells_for", "describe"]
 
@@ -41,8 +41,6 @@ SEARCH_MARGIN = 1e-4
 CELL_OVERLAP = 1e-7
 #: A full cell is split in four down to this side; below, what is missing is looked up.
 MIN_SPLIT = 0.0005
-#: The service wants each side of a search box under 0.01 degrees (strictly).
-MAX_CELL = 0.0099
 #: Fields an answer must hold for an image to need no entity request.
 REQUIRED = ("id", "sequence", "geometry", "captured_at")
 
@@ -109,16 +107,7 @@ async def _search(
     o = CELL_OVERLAP
     params = filters.search_params()
     params.update(bbox=f"{w - o!r},{s - o!r},{e + o!r},{n + o!r}", fields=fields, limit=str(limit))
-    answer = await transport.graph_get("images", params, surface="search")
-    report.searches += 1
-    data = page_data(answer)
-    nxt = next_page(answer)
-    paged = nxt is not None
-    while nxt is not None:
-        page = await transport.request("GET", nxt, surface="search")
-        report.searches += 1
-        data += page_data(page)
-        nxt = next_page(page)
+    data, paged = await search_pages(transport, params, report)
     return data, len(data) >= limit and not paged
 
 

@@ -54,8 +54,7 @@ from .query import (
     check_image_id,
     check_sequence_id,
     fetch_entity,
-    next_page,
-    page_data,
+    search_pages,
 )
 from .search import candidates
 from .tiles import Tile
@@ -586,26 +585,19 @@ def _points(entities: Iterable[Mapping[str, Any]]) -> list[Point]:
 
 
 async def sequence_entities(
-    transport: Transport, sequence_id: str, fields: Iterable[str] = TRACK_FIELDS
+    transport: Transport,
+    sequence_id: str,
+    fields: Iterable[str] = TRACK_FIELDS,
+    report: SearchReport | None = None,
 ) -> list[dict[str, Any]]:
-    """Every image entity of a sequence: one ``/images?sequence_id=`` search, or, if that is
-    full (truncated), ``/image_ids?sequence_id=`` plus one entity request per image."""
+    """Every image entity of a sequence: one ``/images?sequence_id=`` search (its pages
+    followed), or, if that is full (truncated), ``/image_ids?sequence_id=`` plus one entity
+    request per image."""
     check_sequence_id(sequence_id)
     want = sorted(set(fields) | {"id"})
-    answer = await transport.graph_get(
-        "images",
-        {"sequence_id": sequence_id, "fields": ",".join(want), "limit": str(SEARCH_LIMIT)},
-        surface="search",
-    )
-    data = page_data(answer)
-    nxt = next_page(answer)
-    if nxt is not None:  # a paginating server: follow ``paging.next`` verbatim
-        while nxt is not None:
-            page = await transport.request("GET", nxt, surface="search")
-            data += page_data(page)
-            nxt = next_page(page)
-        return [d for d in data if isinstance(d, dict)]
-    if len(data) < SEARCH_LIMIT:
+    params = {"sequence_id": sequence_id, "fields": ",".join(want), "limit": str(SEARCH_LIMIT)}
+    data, paged = await search_pages(transport, params, report or SearchReport())
+    if paged or len(data) < SEARCH_LIMIT:
         return [d for d in data if isinstance(d, dict)]
     ids_answer = await transport.graph_get(
         "image_ids", {"sequence_id": sequence_id}, surface="search"

@@ -17,6 +17,8 @@ from ...net import Transport
 from ...types import BBox
 
 SEARCH_LIMIT = 2000
+#: The service wants each side of a search box under 0.01 degrees (strictly).
+MAX_CELL = 0.0099
 #: Fields every enumeration asks for: what exact filtering and file naming need.
 BASE_FIELDS = ("id", "sequence", "captured_at", "geometry", "is_pano", "creator")
 
@@ -276,6 +278,25 @@ def next_page(answer: Any) -> str | None:
     paging = answer.get("paging") if isinstance(answer, dict) else None
     nxt = paging.get("next") if isinstance(paging, dict) else None
     return nxt if isinstance(nxt, str) and nxt else None
+
+
+async def search_pages(
+    transport: Transport, params: Mapping[str, Any], report: SearchReport
+) -> tuple[list[Any], bool]:
+    """One ``/images`` search and every page after it (a creator search paginates: its
+    ``paging.next`` is followed verbatim): the results, and whether it paginated (then
+    nothing was cut; an answer of ``limit`` results without pages is truncated)."""
+    answer = await transport.graph_get("images", params, surface="search")
+    report.searches += 1
+    data = page_data(answer)
+    nxt = next_page(answer)
+    paged = nxt is not None
+    while nxt is not None:
+        page = await transport.request("GET", nxt, surface="search")
+        report.searches += 1
+        data += page_data(page)
+        nxt = next_page(page)
+    return data, paged
 
 
 async def fetch_entity(

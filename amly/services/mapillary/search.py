@@ -32,6 +32,7 @@ from ...net.flow import bounded_map, fanout
 from ...types import BBox
 from .query import (
     BASE_FIELDS,
+    MAX_CELL,
     SEARCH_LIMIT,
     Candidate,
     EdgeDedup,
@@ -44,14 +45,11 @@ from .query import (
     in_bbox,
     iso_millis,
     millis,
-    next_page,
-    page_data,
     position,
+    search_pages,
 )
 from .tiles import Tile, tile_candidates, tile_count
 
-#: The service wants each side of a search box under 0.01 degrees (strictly).
-MAX_CELL = 0.0099
 MIN_CELL = 0.0001
 #: A search work item: a cell and, once split by time, its capture-time range (ms).
 Work = tuple[BBox, "tuple[int, int] | None"]
@@ -121,17 +119,7 @@ async def search_candidates(
         if trange is not None:
             params["start_captured_at"] = iso_millis(trange[0])
             params["end_captured_at"] = iso_millis(trange[1])
-        answer = await transport.graph_get("images", params, surface="search")
-        report.searches += 1
-        data = page_data(answer)
-        # A creator search paginates: follow ``paging.next`` verbatim; then nothing is cut.
-        nxt = next_page(answer)
-        paged = nxt is not None
-        while nxt is not None:
-            page = await transport.request("GET", nxt, surface="search")
-            report.searches += 1
-            data += page_data(page)
-            nxt = next_page(page)
+        data, paged = await search_pages(transport, params, report)
         if len(data) >= limit and not paged:
             if max(e - w, n - s) > min_cell:
                 report.splits += 1
