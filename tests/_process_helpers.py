@@ -73,3 +73,26 @@ def exiftool(*paths: Path) -> list[dict[str, Any]]:
     )
     by_file = {d["SourceFile"]: d for d in json.loads(out.stdout)}
     return [by_file[str(p)] for p in paths]
+
+
+def official_process_videos(folder: Path, desc: Path) -> dict[str, dict[str, Any]]:
+    """``mapillary_tools process`` of the videos in ``folder``: its entries by file name."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mapillary_tools.commands",
+            "process",
+            str(folder),
+            "--filetypes",
+            "gopro,camm,blackvue",
+            "--desc_path",
+            str(desc),
+            "--skip_process_errors",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return {Path(e["filename"]).name: e for e in json.loads(desc.read_text())}

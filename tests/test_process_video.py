@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from _process_helpers import amly_json
+from _process_helpers import amly_json, official_process_videos
 from _upload_helpers import env_for, photos, summary
 
 from amly.gpx import track_to_gpx
@@ -36,28 +36,6 @@ def _folder(root: Path) -> Path:
     return v
 
 
-def _official(folder: Path, desc: Path) -> dict[str, dict]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mapillary_tools.commands",
-            "process",
-            str(folder),
-            "--filetypes",
-            "gopro,camm,blackvue",
-            "--desc_path",
-            str(desc),
-            "--skip_process_errors",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return {Path(e["filename"]).name: e for e in json.loads(desc.read_text())}
-
-
 def test_process_videos_like_the_official_tool(tmp_path):
     folder = _folder(tmp_path)
     photos(folder / "photos", 5)
@@ -67,7 +45,7 @@ def test_process_videos_like_the_official_tool(tmp_path):
     assert out["counts"]["ready"] == 5  # the photos too
     assert out["video_clocks"] == {"gps": 4}
     mine = {Path(e["filename"]).name: e for e in json.loads((tmp_path / "amly.json").read_text())}
-    theirs = _official(folder, tmp_path / "official.json")
+    theirs = official_process_videos(folder, tmp_path / "official.json")
     for name, ref in theirs.items():
         if not name.endswith(".mp4"):
             continue

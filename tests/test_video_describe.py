@@ -3,13 +3,10 @@ videos; GPX tracks replacing a video's own."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
+from _process_helpers import official_process_videos
 
 from amly.types import Point
 from amly.video import _build as B
@@ -17,28 +14,6 @@ from amly.video import read_video_sync
 from amly.video._describe import check_video, gpx_track, video_entry, video_start
 
 pytest.importorskip("mapillary_tools")
-
-
-def official_process(folder: Path, desc: Path) -> dict[str, dict]:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mapillary_tools.commands",
-            "process",
-            str(folder),
-            "--filetypes",
-            "gopro,camm,blackvue",
-            "--desc_path",
-            str(desc),
-            "--skip_process_errors",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    return {Path(e["filename"]).name: e for e in json.loads(desc.read_text())}
 
 
 def test_entries_match_the_official_process(tmp_path):
@@ -58,7 +33,7 @@ def test_entries_match_the_official_process(tmp_path):
         ],
     )
     B.build_camm(folder / "jet.mp4", B.straight_track(10, 5, speed=200.0))
-    theirs = official_process(folder, tmp_path / "off.json")
+    theirs = official_process_videos(folder, tmp_path / "off.json")
     for p in sorted(folder.iterdir()):
         track = read_video_sync(p)
         err = check_video(track)

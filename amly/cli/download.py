@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -203,6 +204,21 @@ def _warn_if_huge(args: argparse.Namespace, bbox: tuple[float, float, float, flo
         )
 
 
+def _run_download(
+    main: Callable[[], Coroutine[Any, Any, DownloadResult]], progress: Progress, summary: Summary
+) -> DownloadResult:
+    """Run a download (any service) and count what every download reports."""
+    try:
+        res = run_async(main())
+    finally:
+        progress.close()
+    summary.count("downloaded", res.downloaded)
+    summary.count("reused", res.reused)
+    for f in res.failures:
+        summary.fail(f["error"], path=f["file"], kind=f["type"])
+    return res
+
+
 def run_images(args: argparse.Namespace) -> int:
     if args.source == "panoramax":
         return _run_panoramax(args)
@@ -247,14 +263,7 @@ def run_images(args: argparse.Namespace) -> int:
                 on_image=lambda _i, _s: progress.update(),
             )
 
-    try:
-        res = run_async(main())
-    finally:
-        progress.close()
-    summary.count("downloaded", res.downloaded)
-    summary.count("reused", res.reused)
-    for f in res.failures:
-        summary.fail(f["error"], path=f["file"], kind=f["type"])
+    res = _run_download(main, progress, summary)
     rep = res.report
     # Every request of the run (the token check, tiles, searches, entities, the images,
     # retries) per image stored: the rate limits per token are the ceiling at scale.
@@ -373,13 +382,6 @@ def _run_panoramax(args: argparse.Namespace) -> int:
                 on_image=lambda _i, _s: progress.update(),
             )
 
-    try:
-        res = run_async(main())
-    finally:
-        progress.close()
-    summary.count("downloaded", res.downloaded)
-    summary.count("reused", res.reused)
-    for f in res.failures:
-        summary.fail(f["error"], path=f["file"], kind=f["type"])
+    res = _run_download(main, progress, summary)
     summary.info.update(out=out, index=res.index, bytes=res.bytes, query_changed=res.query_changed)
     return summary.emit(args)
