@@ -166,29 +166,51 @@ def test_upload_a_folder_of_videos_without_a_description(tmp_path: Path) -> None
         assert not (folder / DESCRIPTION_FILE).exists()  # nothing written next to the videos
 
 
-def test_videos_to_a_bucket_fail_by_name(tmp_path: Path) -> None:
-    """A target without video support (S3) names each video it cannot take; photos beside
-    them still go."""
+def test_videos_to_a_bucket_are_stored_as_they_are_with_their_track(tmp_path: Path) -> None:
+    """``--to s3://`` stores each video byte for byte (the big one in multipart) with its
+    official description entry beside it; photos beside them go too; a rerun sends nothing."""
+    import hashlib
+
     from _upload_helpers import photos
     from s3_support import boto3_client, moto_server, s3_env
 
     folder = tmp_path / "t"
-    _videos(folder)
+    paths = _videos(folder, big=60_000)  # the GoPro: ~21 MB, above the multipart threshold
+    expected = {p.name: video_entry(read_video_sync(p)) for p in paths}
     (folder / DESCRIPTION_FILE).unlink()
     photos(folder / "p", 3)
+    before = {p.name: p.read_bytes() for p in paths}
     with moto_server() as url:
-        boto3_client(url).create_bucket(Bucket="videos-here")
+        boto = boto3_client(url)
+        boto.create_bucket(Bucket="videos-here")
         env = {k: v for k, v in s3_env(url).items() if not k.startswith("MAPILLARY_")}
         env["AMLY_HOME"] = str(tmp_path / "h")
-        r = subprocess.run(
-            [sys.executable, "-m", "amly", "process-and-upload", str(folder), "--to", "s3://videos-here/x",
-             "--json"],
-            capture_output=True, text=True, env=env, timeout=300,
-        )  # fmt: skip
-    assert r.returncode == 1, r.stderr
-    out = summary(r)
-    assert out["counts"]["images"] == 3, json.dumps(out["failures"] + out["sequences"], indent=1)
-    fails = {Path(f["file"]).name: f for f in out["failures"] if f["file"]}
-    for name in ("gopro.mp4", "theta.mp4", "dash.mp4"):
-        assert "does not take videos" in fails[name]["error"]
-    assert "Traceback" not in r.stderr
+        cmd = [sys.executable, "-m", "amly", "process-and-upload", str(folder),
+               "--to", "s3://videos-here/x", "--json"]  # fmt: skip
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 0, r.stderr
+        out = summary(r)
+        assert out["counts"]["images"] == 3 and out["counts"]["videos"] == 3, json.dumps(out)
+        keys = [o["Key"] for o in boto.list_objects_v2(Bucket="videos-here")["Contents"]]
+        descs = [k for k in keys if k.endswith(DESCRIPTION_FILE)]
+        assert len(descs) == 4  # one per video, one for the photos
+        for name, data in before.items():
+            (key,) = [k for k in keys if k.endswith("/" + name)]
+            assert key.startswith(f"x/{name[:-4]}-")
+            stored = boto.get_object(Bucket="videos-here", Key=key)["Body"].read()
+            assert stored == data  # as it is, not rebuilt
+            beside = key.rsplit("/", 1)[0] + "/" + DESCRIPTION_FILE
+            (entry,) = json.loads(boto.get_object(Bucket="videos-here", Key=beside)["Body"].read())
+            assert entry["filename"] == name
+            assert entry["md5sum"] == hashlib.md5(data).hexdigest()
+            want = {k: v for k, v in expected[name].items() if k not in ("filename", "md5sum")}
+            assert {k: v for k, v in entry.items() if k not in ("filename", "md5sum")} == want
+        big = [k for k in keys if k.endswith("/gopro.mp4")][0]
+        assert "-" in boto.head_object(Bucket="videos-here", Key=big)["ETag"]  # multipart
+        assert not boto.list_multipart_uploads(Bucket="videos-here").get("Uploads")
+
+        again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert again.returncode == 0, again.stderr
+        assert summary(again)["counts"]["skipped_sequences"] == 4  # the journal has them all
+    assert {p.name: p.read_bytes() for p in paths} == before
+    assert "Traceback" not in r.stderr + again.stderr

@@ -5,7 +5,10 @@ staging area or an archive.
 Layout: ``PREFIX/<sequence>/<photo name>`` (the photo with its description embedded, exactly
 the bytes Mapillary would receive), ``PREFIX/<sequence>/mapillary_image_description.json``
 (the official description file of the sequence, written last: a sequence is complete once
-it is there), and zips as ``PREFIX/<file name>`` in concurrent multipart (videos: not yet).
+it is there), zips as ``PREFIX/<file name>``, and each video as it is (not rebuilt) as
+``PREFIX/<stem>-<md5 prefix>/<file name>`` with the official description file of that one video
+(its ``MAPGPSTrack`` entry, as ``amly process`` writes it) beside it, written last. Zips and
+videos above the threshold go in concurrent multipart, resumed from the journal.
 
 Exactly once: every object key is deterministic and each PUT is checked (MD5/ETag), so a
 retried PUT replaces identical bytes and never makes a second object; the upload engine's
@@ -22,7 +25,6 @@ import posixpath
 from typing import Any
 
 from ..description import DESCRIPTION_FILE, embeddable
-from ..errors import FileError
 from ..journal import Journal
 from ..services.mapillary.upload import file_key, prepare_image
 from ..services.upload import SequenceState
@@ -44,6 +46,32 @@ def _safe(name: str) -> str:
     ('drive_01_seq 2', '.._x')
     """
     return name.replace("/", "_").replace("\\", "_") or "sequence"
+
+
+def _file_key(state: SequenceState) -> str:
+    """The content key of a sequence that is one file (set before it is sent)."""
+    key = state.keys[0]
+    assert key is not None
+    return key
+
+
+def _video_entry(video: Any, key: str) -> dict[str, Any]:
+    """The official description entry of a stored video (what ``amly process`` writes for
+    it), its file name relative to the description file beside it."""
+    from ..video._describe import track_rows
+
+    entry: dict[str, Any] = {
+        "filename": os.path.basename(video.path),
+        "md5sum": key[10:42],
+        "filetype": video.filetype,
+        "filesize": os.path.getsize(video.path),
+        "MAPGPSTrack": track_rows(video.points),
+    }
+    if video.make:
+        entry["MAPDeviceMake"] = video.make
+    if video.model:
+        entry["MAPDeviceModel"] = video.model
+    return entry
 
 
 class S3Target:
@@ -93,13 +121,19 @@ class S3Target:
     def prepare(self, image: UploadImage) -> tuple[str, bytes]:
         return prepare_image(image)
 
+    def _video_key(self, state: SequenceState, name: str) -> str:
+        """Videos are keyed by content (two ``GH010001.MP4`` of two cameras stay apart)."""
+        video = state.seq.video
+        stem = os.path.splitext(os.path.basename(video.path))[0]
+        return self.loc.join(f"{_safe(stem)}-{_file_key(state)[10:18]}/{name}")
+
     def prepare_file(self, seq: UploadSequence) -> tuple[str, int, Any]:
+        """A zip or a video as it is (a video is stored, not rebuilt: its track goes in the
+        description file beside it, so the bucket can send it on as any processed video)."""
         if seq.video is not None:
-            raise FileError(
-                seq.video.path,
-                "the s3 target does not take videos yet",
-                hint="upload videos to Mapillary (or an amly server)",
-            )
+            path = seq.video.path
+            key, size = file_key(path, os.path.splitext(path)[1].lower() or ".mp4")
+            return key, size, path
         assert seq.zip_path is not None
         key, size = file_key(seq.zip_path, os.path.splitext(seq.zip_path)[1] or ".bin")
         return key, size, seq.zip_path
@@ -121,11 +155,14 @@ class S3Target:
     async def send_file(
         self, state: SequenceState, key: str, path: str, size: int
     ) -> tuple[str, int]:
-        """``path``: what :meth:`prepare_file` prepared (a zip's path)."""
-        obj = self.loc.join(os.path.basename(path))
+        """``path``: what :meth:`prepare_file` prepared (a zip's or a video's path)."""
+        if state.seq.video is not None:
+            obj = self._video_key(state, os.path.basename(path))
+        else:
+            obj = self.loc.join(os.path.basename(path))
         if size <= DEFAULT_THRESHOLD:
             data = await asyncio.to_thread(_read, path)
-            await self.client.put(self.loc.bucket, obj, data)
+            await self.client.put(self.loc.bucket, obj, data, md5=bytes.fromhex(key[10:42]))
         else:
             with Journal(self.journal_path) as j:
                 await upload_file(self.client, self.loc.bucket, obj, path, journal=j)
@@ -137,12 +174,17 @@ class S3Target:
         if file_type == "zip":
             return f"s3://{self.loc.bucket}/{receipts[0]}"
         entries: list[dict[str, Any]] = []
+        video = state.seq.video
+        if video is not None:
+            obj = self._video_key(state, DESCRIPTION_FILE)
+            entries.append(_video_entry(video, _file_key(state)))
+        else:
+            obj = self._key(state, DESCRIPTION_FILE)
         for image in state.seq.images:
             entry = dict(embeddable(image.description))
             entry["filename"] = os.path.basename(image.path)
             entry["MAPSequenceUUID"] = state.seq.name
             entries.append(entry)
         body = json.dumps(entries, sort_keys=True, separators=(",", ":")).encode()
-        obj = self._key(state, DESCRIPTION_FILE)
         await self.client.put(self.loc.bucket, obj, body, content_type="application/json")
         return f"s3://{self.loc.bucket}/{posixpath.dirname(obj)}/"
