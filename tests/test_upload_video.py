@@ -214,3 +214,46 @@ def test_videos_to_a_bucket_are_stored_as_they_are_with_their_track(tmp_path: Pa
         assert summary(again)["counts"]["skipped_sequences"] == 4  # the journal has them all
     assert {p.name: p.read_bytes() for p in paths} == before
     assert "Traceback" not in r.stderr + again.stderr
+
+
+def test_videos_staged_in_a_bucket_go_on_to_mapillary_as_from_the_folder(tmp_path: Path) -> None:
+    """folder -> Mapillary (server 1); folder -> bucket; bucket -> Mapillary (server 2): the
+    CAMM rebuilds are read through ranged GETs (no local copy) and arrive byte for byte as
+    from the folder; a rerun from the bucket sends nothing."""
+    import hashlib
+
+    from s3_support import boto3_client, moto_server, s3_env
+
+    _videos(tmp_path / "v", big=60_000)
+    with moto_server() as url:
+        boto3_client(url).create_bucket(Bucket="relay")
+        senv = {k: v for k, v in s3_env(url).items() if not k.startswith("MAPILLARY_")}
+        staged = subprocess.run(
+            [sys.executable, "-m", "amly", "upload", str(tmp_path / "v"), "--to", "s3://relay/d1",
+             "--json"], capture_output=True, text=True, timeout=300,
+            env={**senv, "AMLY_HOME": str(tmp_path / "h0")},
+        )  # fmt: skip
+        assert staged.returncode == 0, staged.stderr
+        received = []
+        for i, source in enumerate([str(tmp_path / "v"), "s3://relay/d1"]):
+            with running_server(tmp_path / f"srv{i}") as srv:
+                env = {**s3_env(url), **env_for(srv, tmp_path / f"h{i + 1}")}
+                cmd = [sys.executable, "-m", "amly", "upload", source, "--json",
+                       "--endpoint", srv.url]  # fmt: skip
+                r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+                assert r.returncode == 0, r.stderr
+                assert summary(r)["counts"]["videos"] == 3, r.stdout
+                rows = _video_rows(srv)
+                assert [r["file_type"] for r in rows] == ["mly_camm_video"] * 3
+                digests = [
+                    (r["points"], hashlib.md5((srv.store_dir / r["path"]).read_bytes()).hexdigest())
+                    for r in rows
+                ]
+                received.append(sorted(digests))
+                _sizes_match(srv)
+                sent = srv.stats.bytes_by_key.copy()
+                again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+                assert again.returncode == 0, again.stderr
+                assert srv.stats.bytes_by_key == sent and len(_video_rows(srv)) == 3
+                assert "Traceback" not in r.stderr + again.stderr
+    assert received[0] == received[1]

@@ -75,12 +75,8 @@ def sequences_from_entries(
         elif not os.path.isabs(filename):
             filename = os.path.join(folder, filename)
         if entry.get("filetype", "image") != "image":
-            video = (
-                None
-                if filename.startswith("s3://")
-                else _video_of_entry(entry, filename, organization_id)
-            )
-            if video is None:  # no track, or a video in a bucket (not supported yet)
+            video = _video_of_entry(entry, filename, organization_id)
+            if video is None:  # no track
                 errors += 1
             else:
                 videos.append(video)

@@ -158,6 +158,9 @@ class _ThreadReader:
     ) -> bytes:
         return self.loop.run_until_complete(self.client.get(bucket, key, start=start, end=end))
 
+    def head(self, bucket: str, key: str) -> dict[str, str]:
+        return self.loop.run_until_complete(self.client.head(bucket, key))
+
     def close(self) -> None:
         try:
             self.loop.run_until_complete(self.client.__aexit__(None, None, None))
@@ -210,6 +213,73 @@ def read_object(url: str) -> bytes:
     if not data:
         raise MetadataError(url, "zero-byte object")
     return data
+
+
+class ObjectReader:
+    """A read-only, seekable file over ranged GETs of one object, for worker threads: the MP4
+    reader and the CAMM rebuild read a video in a bucket through it, no local copy. Each read
+    uses the calling thread's client (a rebuild's reads hop between threads). Small reads
+    (box headers) are served from one cached block; large ones are one GET each.
+
+    No ``fileno``: readers that would ``fstat`` a local file ask :meth:`seek` for the size.
+    """
+
+    #: Bytes fetched for a small read (an MP4 box header is 8 to 16 bytes).
+    BLOCK = 64 * 1024
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        loc = S3Location.parse(url)
+        self.bucket, self.key = loc.bucket, loc.prefix
+        try:
+            headers = _reader().head(self.bucket, self.key)
+        except NoSuchKeyError:
+            raise FileError(url, "the object is gone", hint="stage it again, then rerun") from None
+        length = {k.lower(): v for k, v in headers.items()}.get("content-length", "0")
+        self.size = int(length)
+        self.pos = 0
+        self._buf = b""
+        self._buf_at = 0
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        base = (0, self.pos, self.size)[whence]
+        self.pos = max(0, base + offset)
+        return self.pos
+
+    def tell(self) -> int:
+        return self.pos
+
+    def _get(self, start: int, end: int) -> bytes:
+        try:
+            return _reader().read(self.bucket, self.key, start, end)
+        except NoSuchKeyError:
+            raise FileError(self.url, "the object is gone", hint="stage it again") from None
+
+    def read(self, n: int = -1) -> bytes:
+        left = self.size - self.pos
+        n = left if n < 0 else min(n, left)
+        if n <= 0:
+            return b""
+        at = self.pos - self._buf_at
+        if 0 <= at and at + n <= len(self._buf):
+            data = self._buf[at : at + n]
+        elif n >= self.BLOCK:
+            data = self._get(self.pos, self.pos + n - 1)
+        else:
+            self._buf_at = self.pos
+            self._buf = self._get(self.pos, min(self.size, self.pos + self.BLOCK) - 1)
+            data = self._buf[:n]
+        self.pos += len(data)
+        return data
+
+    def close(self) -> None:
+        self._buf = b""
+
+    def __enter__(self) -> ObjectReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @atexit.register

@@ -201,6 +201,16 @@ def new_track(
     return OutTrack(chunks, build, order=1)
 
 
+def open_source(name: str) -> BinaryIO:
+    """A video to read: a local file, or an object in a bucket (``s3://``) read through
+    ranged GETs (a video staged in a bucket is sent on without a local copy)."""
+    if name.startswith("s3://"):
+        from ..storage.s3_source import ObjectReader
+
+        return ObjectReader(name)  # type: ignore[return-value]
+    return open(name, "rb")
+
+
 # -- the muxer --------------------------------------------------------------------------------
 
 
@@ -227,7 +237,7 @@ class CammLayout:
     def iter_bytes(self, start: int = 0, bufsize: int = 1 << 20) -> Generator[bytes, None, None]:
         """The file's bytes from ``start`` in pieces of at most ``bufsize`` (source ranges are
         read as they are needed: memory stays at one buffer)."""
-        f: BinaryIO | None = open(self.source, "rb") if self.source else None
+        f: BinaryIO | None = open_source(self.source) if self.source else None
         try:
             pos = 0
             for part in self.parts:
@@ -381,7 +391,7 @@ def camm_layout(
     (other tracks, telemetry and old CAMM dropped), one CAMM track of ``points``, make and
     model in ``udta`` (``@mak``/``@mod``). Nothing is read but ``moov``; the layout streams."""
     name = os.fspath(path)
-    with open(name, "rb") as f:
+    with open_source(name) as f:
         m = open_movie(f, name)
         ftyp = _ftyp(f, m)
     vids = [t for t in m.tracks if t.handler == b"vide"]
