@@ -111,3 +111,70 @@ def test_unreachable_endpoint_fails_fast_and_clearly(srv: Any, tmp_path: Path) -
     assert r.returncode == 4, (r.returncode, r.stderr)
     assert "cannot connect to the S3 endpoint" in r.stderr and "--s3-endpoint" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_kill_9_into_bucket_then_resume_from_an_empty_cache(
+    srv: Any, s3: str, tmp_path: Path
+) -> None:
+    """The manifest reaches the bucket during the run (here every 10 stored images): after
+    ``kill -9``, a run from another machine (no local cache) fetches again only the images
+    that manifest does not list, and it lists all but a window of what was stored."""
+    import os
+    import signal
+    import time
+
+    from amly.services.mapillary.download import Manifest
+
+    every = 10
+    expected = truth(srv, SUB)
+    boto = boto3_client(s3)
+    boto.create_bucket(Bucket="killed")
+    code = (f"import sys, amly.storage.s3_sink as s; s.MANIFEST_EVERY = {every}; "
+            "from amly.cli import main; sys.exit(main())")  # fmt: skip
+    e = env(tmp_path / "h1")
+    e.update({k: v for k, v in s3_env(s3).items() if k.startswith("AWS_")})
+    cmd = [sys.executable, "-c", code, "download", "images", "--bbox", bbox_arg(SUB),
+           "--size", "256", "--out", "s3://killed/run/", "--concurrency", "4",
+           "--endpoint", srv.url, "--token", srv.token, "-q"]  # fmt: skip
+
+    def stored() -> set[str]:
+        found = set()
+        for page in boto.get_paginator("list_objects_v2").paginate(Bucket="killed"):
+            found |= {o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".jpg")}
+        return found
+
+    srv.faults.latency_ms = 25  # slow enough to be killed mid-way
+    try:
+        proc = subprocess.Popen(cmd, env=e, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while len(stored()) < 60:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        srv.faults.latency_ms = 0
+    before = stored()
+    assert 60 <= len(before) < len(expected)
+    # What the bucket's manifest lists at the kill: all but the last window of stored images.
+    cache = tmp_path / "manifest"
+    cache.mkdir()
+    raw = boto.get_object(Bucket="killed", Key="run/.amly/manifest.sqlite3")["Body"].read()
+    (cache / "manifest.sqlite3").write_bytes(raw)
+    m = Manifest(cache)
+    try:
+        listed = {i for i in expected if m.finished(i)}
+    finally:
+        m.close()
+    in_bucket = {i for i in expected if any(k.endswith(f"/{i}.jpg") for k in before)}
+    assert listed <= in_bucket
+    assert len(in_bucket) - len(listed) <= 3 * every  # the window, plus PUTs during a snapshot
+
+    r = amly_s3(srv, s3, tmp_path / "h2", "download", "images", "--bbox", bbox_arg(SUB),
+                "--size", "256", "--out", "s3://killed/run/", "--json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    s = json.loads(r.stdout)["counts"]
+    assert s["reused"] == len(listed)  # only what the manifest does not list is fetched
+    assert s["downloaded"] == len(expected) - len(listed)
+    assert {k.rsplit("/", 1)[1][:-4] for k in stored()} == set(expected)

@@ -3,17 +3,23 @@
 Each file is one PUT (signed ``Content-MD5``, ETag checked): S3 makes an object visible only
 once it is complete, so a reader never sees half a file, as with a folder's atomic rename.
 The run's own state (the resume manifest, the index being built) lives in a local cache
-folder (``data_dir()/s3/<hash of endpoint and location>``); on close the manifest is stored
-beside the images (``PREFIX/.amly/manifest.sqlite3``) and a run on another machine (or after
-the cache was cleared) fetches it back on open, so resume works from the bucket alone.
+folder (``data_dir()/s3/<hash of endpoint and location>``); the manifest is stored beside the
+images (``PREFIX/.amly/manifest.sqlite3``) every :data:`MANIFEST_EVERY` stored files or
+:data:`MANIFEST_SECONDS` seconds during the run (a consistent SQLite snapshot, taken and sent
+off the event loop, one PUT: atomic) and on close; a run on another machine (or after the
+cache was cleared) fetches it back on open, so resume works from the bucket alone and a run
+killed with ``kill -9`` loses at most that window.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
+import sqlite3
 import tempfile
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -25,6 +31,13 @@ from .s3_multipart import DEFAULT_THRESHOLD, upload_file
 
 STATE_DIR = ".amly"
 MANIFEST_FILE = "manifest.sqlite3"
+#: The manifest reaches the bucket after this many stored files (a snapshot of a manifest
+#: of a million images is ~100 MB: not after every file) ...
+MANIFEST_EVERY = 1000
+#: ... or this many seconds, whichever comes first.
+MANIFEST_SECONDS = 60.0
+
+log = logging.getLogger("amly.storage")
 
 
 class S3Sink:
@@ -46,6 +59,9 @@ class S3Sink:
         self.state_dir = root / hashlib.sha256(ident.encode()).hexdigest()[:24]
         self.concurrency = concurrency
         self._client: S3Client | None = None
+        self._stored = 0
+        self._pushed_at = time.monotonic()
+        self._push: asyncio.Task[None] | None = None
 
     @property
     def client(self) -> S3Client:
@@ -100,7 +116,32 @@ class S3Sink:
         )
         if after is not None:
             await asyncio.to_thread(after)
+            self._stored_one()
         return len(data)
+
+    def _stored_one(self) -> None:
+        """Count a recorded file; start a manifest upload when the window is full (one at a
+        time: a slow PUT never piles up snapshots)."""
+        self._stored += 1
+        if self._push is not None and not self._push.done():
+            return
+        now = time.monotonic()
+        if self._stored >= MANIFEST_EVERY or now - self._pushed_at >= MANIFEST_SECONDS:
+            self._stored, self._pushed_at = 0, now
+            self._push = asyncio.create_task(self._store_manifest(quiet=True))
+
+    async def _store_manifest(self, *, quiet: bool = False) -> None:
+        manifest = self.state_dir / MANIFEST_FILE
+        try:
+            data = await asyncio.to_thread(_snapshot, manifest)
+            if data is not None:
+                await self.client.put(
+                    self.loc.bucket, self.key(f"{STATE_DIR}/{MANIFEST_FILE}"), data
+                )
+        except Exception as e:  # noqa: BLE001 - a periodic copy; the one on close reports
+            if not quiet:
+                raise
+            log.warning("could not store the resume manifest in %s yet: %s", self.location, e)
 
     async def put_stream(self, rel: str, chunks: Iterable[bytes]) -> None:
         """Spool ``chunks`` to a local temp file (off the loop), then one PUT, or a multipart
@@ -126,12 +167,9 @@ class S3Sink:
         if self._client is None:
             return
         try:
-            manifest = self.state_dir / MANIFEST_FILE
-            if manifest.exists():
-                data = await asyncio.to_thread(manifest.read_bytes)
-                await self.client.put(
-                    self.loc.bucket, self.key(f"{STATE_DIR}/{MANIFEST_FILE}"), data
-                )
+            if self._push is not None:
+                await asyncio.gather(self._push, return_exceptions=True)
+            await self._store_manifest()
         finally:
             client, self._client = self._client, None
             await client.__aexit__(None, None, None)
@@ -149,6 +187,28 @@ def _spool(fd: int, chunks: Iterable[bytes]) -> int:
             f.write(c)
             n += len(c)
     return n
+
+
+def _snapshot(path: Path) -> bytes | None:
+    """A consistent copy of the SQLite file at ``path`` while another connection writes it
+    (WAL included: copying the file's bytes could miss or tear recent commits)."""
+    if not path.exists():
+        return None
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".snapshot-", suffix=".tmp")
+    os.close(fd)
+    try:
+        src = sqlite3.connect(path)
+        try:
+            dst = sqlite3.connect(tmp)
+            try:
+                src.backup(dst)
+            finally:
+                dst.close()
+        finally:
+            src.close()
+        return Path(tmp).read_bytes()
+    finally:
+        os.unlink(tmp)
 
 
 def _write_new(path: Path, data: bytes) -> None:
