@@ -200,3 +200,48 @@ def test_process_and_upload_from_bucket_equals_folder(s3: str, tmp_path: Path) -
         assert r.returncode == 0, (r.returncode, r.stderr)
         again = sorted([row["md5"] for row in rows] for rows in clusters(srv).values())
     assert again == results[0]
+
+
+def test_reading_threads_close_their_connections_when_the_source_is_done(
+    s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker threads that read photo headers from a bucket each keep a client (keep-
+    alive); once the source is done, those clients are closed, not left to the process exit
+    (a leak for a long-lived program)."""
+    import asyncio
+    import threading
+
+    from _upload_helpers import photos
+
+    from amly.pipeline.process import Options
+    from amly.storage import s3_source
+
+    for k, v in s3_env(s3).items():
+        if k.startswith("AWS_"):
+            monkeypatch.setenv(k, v)
+    boto = boto3_client(s3)
+    boto.create_bucket(Bucket="idle-readers")
+    for p in photos(tmp_path / "p", 6):
+        boto.upload_file(str(p), "idle-readers", f"p/{p.name}")
+    made: list[s3_source._ThreadReader] = []
+    init = s3_source._ThreadReader.__init__
+
+    def record(self: s3_source._ThreadReader) -> None:
+        init(self)
+        made.append(self)
+
+    monkeypatch.setattr(s3_source._ThreadReader, "__init__", record)
+
+    async def run() -> int:
+        n = 0
+        async for group in s3_source.s3_groups("s3://idle-readers/p", Options()):
+            n += sum(len(s.images) for s in group.sequences)
+        return n
+
+    assert asyncio.run(run()) == 6
+    assert made  # the photos were read by worker threads, each with its own client
+    for t in threading.enumerate():
+        if t.name == "amly-s3release":
+            t.join(60)
+    assert all(r.client._session is None and r.loop.is_closed() for r in made)
+    assert not any(r in s3_source._readers for r in made)

@@ -15,6 +15,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import json
+import logging
 import posixpath
 import threading
 from collections.abc import AsyncIterator
@@ -29,6 +30,8 @@ from .s3_config import S3Config, S3Location
 
 if TYPE_CHECKING:
     from ..pipeline.process import GroupResult, Options, Report
+
+log = logging.getLogger("amly.storage")
 
 #: Threads reading photo headers (each a ranged GET or two: latency-bound, not CPU-bound).
 READ_THREADS = 16
@@ -126,7 +129,9 @@ async def s3_groups(
                 if options.recursive:
                     pending[:0] = subs
     finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        # Not awaited (this may run while the generator is finalized): a thread waits for
+        # the pool's reads to end, then closes its connections.
+        threading.Thread(target=_release, args=(pool,), name="amly-s3release").start()
     if not found:
         raise EmptyPrefixError(
             f"{loc}: no JPEG photos under this prefix",
@@ -149,6 +154,7 @@ class _ThreadReader:
     """One event loop and one :class:`S3Client` per worker thread (keep-alive connections)."""
 
     def __init__(self) -> None:
+        self.thread = threading.current_thread()
         self.loop = asyncio.new_event_loop()
         self.client = S3Client(S3Config.from_env(), concurrency=4)
         self.loop.run_until_complete(self.client.__aenter__())
@@ -176,11 +182,33 @@ _lock = threading.Lock()
 def _reader() -> _ThreadReader:
     reader: _ThreadReader | None = getattr(_local, "reader", None)
     if reader is None:
+        close_idle_readers()  # those of an earlier run's pool, whose threads have ended
         reader = _ThreadReader()
         _local.reader = reader
         with _lock:
             _readers.append(reader)
     return reader
+
+
+def close_idle_readers() -> int:
+    """Close the S3 clients of worker threads that have ended (a finished source's or run's
+    pool): their keep-alive connections would otherwise stay open until the process exits,
+    a leak for a long-lived program. Returns how many were closed."""
+    with _lock:
+        idle = [r for r in _readers if not r.thread.is_alive()]
+        _readers[:] = [r for r in _readers if r.thread.is_alive()]
+    for r in idle:
+        try:
+            r.close()
+        except Exception as e:  # noqa: BLE001 - closing idle connections is best effort
+            log.debug("closing an idle S3 reader: %s", e)
+    return len(idle)
+
+
+def _release(pool: concurrent.futures.ThreadPoolExecutor) -> None:
+    """Once the pool's threads have ended, close their clients."""
+    pool.shutdown(wait=True, cancel_futures=True)
+    close_idle_readers()
 
 
 def read_meta(url: str, size: int, options: Options) -> ImageMeta:
