@@ -245,3 +245,33 @@ def test_reading_threads_close_their_connections_when_the_source_is_done(
             t.join(60)
     assert all(r.client._session is None and r.loop.is_closed() for r in made)
     assert not any(r in s3_source._readers for r in made)
+
+
+def test_process_several_prefixes_stores_a_description_file_beside_each(
+    s3: str, tmp_path: Path
+) -> None:
+    from _upload_helpers import photos
+
+    boto = boto3_client(s3)
+    boto.create_bucket(Bucket="several")
+    names = {}
+    for i, sub in enumerate(("day 1", "day 2")):
+        ps = photos(tmp_path / sub, 3 + i, seed=i + 1, lat=52.52 + i)
+        names[sub] = {p.name for p in ps}
+        for p in ps:
+            boto.upload_file(str(p), "several", f"{sub}/{p.name}")
+    env = {**s3_env(s3), **amly_env(tmp_path / "h")}
+    cmd = [sys.executable, "-m", "amly", "process", "s3://several/day 1", "s3://several/day 2",
+           "--json"]  # fmt: skip
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    s = summary(r)
+    assert s["counts"]["images"] == 7 and s["counts"]["sequences"] == 2
+    assert s["written"] == [f"s3://several/{d}/mapillary_image_description.json" for d in names]
+    for sub, want in names.items():
+        body = boto.get_object(Bucket="several", Key=f"{sub}/mapillary_image_description.json")
+        doc = json.loads(body["Body"].read())
+        assert {e["filename"] for e in doc} == want and all("MAPLatitude" in e for e in doc)
+    mixed = subprocess.run([*cmd[:-1], str(tmp_path / "day 1")], env=env, capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert mixed.returncode == 2 and "not both" in mixed.stderr, mixed.stderr

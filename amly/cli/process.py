@@ -236,9 +236,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_s3(args: argparse.Namespace, options: Any) -> int:
-    """``amly process s3://bucket/prefix``: the photos read with ranged GETs (nothing staged
-    on local disk), the description file stored beside them in the bucket (file names
-    relative to the prefix), so that ``amly upload s3://bucket/prefix`` sends them on."""
+    """``amly process s3://bucket/prefix...``: the photos read with ranged GETs (nothing
+    staged on local disk), each prefix's description file stored beside its photos in the
+    bucket (file names relative to that prefix), so that ``amly upload s3://bucket/prefix``
+    sends them on."""
     from .. import description
     from ..pipeline import description_entries
     from ..storage.s3 import S3Client
@@ -246,29 +247,34 @@ def _run_s3(args: argparse.Namespace, options: Any) -> int:
     from ..storage.s3_source import s3_groups
     from ._common import run_async
 
-    if len(args.dirs) != 1 or args.geojson or args.desc_path not in (None, "-"):
+    if args.geojson or args.desc_path not in (None, "-"):
         raise UsageError(
-            "with an s3:// source, give one prefix; --geojson and --desc-path FILE are for "
-            "local folders (--desc-path - prints the file)"
+            "with an s3:// source, --geojson and --desc-path FILE are for local folders "
+            "(--desc-path - prints the file)"
         )
+    if not all(d.startswith("s3://") for d in args.dirs):
+        raise UsageError("give either s3:// prefixes or local folders, not both in one run")
     from ._options import apply_s3_options
 
     apply_s3_options(args)
-    loc = S3Location.parse(args.dirs[0])
-    base = f"s3://{loc.bucket}/{loc.prefix}".rstrip("/") + "/"
     summary = Summary("process")
-    entries: list[dict[str, Any]] = []
+    printed: list[dict[str, Any]] = []
     by_type: dict[str, int] = {}
+    written = []
 
     # file_entry() writes os.path.abspath(path): for a URL that is this marker + "bucket/key"
     marker = os.path.join(os.path.abspath("s3:"), "")
 
-    async def main() -> None:
-        async for group in s3_groups(args.dirs[0], options):
+    async def one(url: str, entries: list[dict[str, Any]]) -> None:
+        loc = S3Location.parse(url)
+        base = f"s3://{loc.bucket}/{loc.prefix}".rstrip("/") + "/"
+        # printed for several prefixes: whole URLs (relative names would be ambiguous)
+        relative = args.desc_path != "-" or len(args.dirs) == 1
+        async for group in s3_groups(url, options):
             for e in description_entries(group):
                 name = str(e.get("filename", ""))
-                url = "s3://" + name[len(marker) :] if name.startswith(marker) else name
-                e["filename"] = url[len(base) :] if url.startswith(base) else url
+                full = "s3://" + name[len(marker) :] if name.startswith(marker) else name
+                e["filename"] = full[len(base) :] if relative and full.startswith(base) else full
                 entries.append(e)
             summary.count("images", len(group.folder.files))
             summary.count("sequences", len(group.sequences))
@@ -279,20 +285,19 @@ def _run_s3(args: argparse.Namespace, options: Any) -> int:
                     summary.count("duplicates")
                 else:
                     summary.fail(err)
-
-    async def store(data: bytes) -> None:
+        if args.desc_path == "-":
+            return
         async with S3Client(S3Config.from_env()) as s3:
             key = loc.join(description.DESCRIPTION_FILE)
-            await s3.put(loc.bucket, key, data, content_type="application/json")
-
-    run_async(main())
-    data = _official_json(entries)
-    written = []
-    if args.desc_path == "-":
-        sys.stdout.write(data.decode() + "\n")
-    else:
-        run_async(store(data))
+            await s3.put(loc.bucket, key, _official_json(entries), content_type="application/json")
         written.append(base + description.DESCRIPTION_FILE)
+
+    for url in args.dirs:  # each prefix stored once done: a later failing one keeps them
+        entries: list[dict[str, Any]] = []
+        run_async(one(url, entries))
+        printed.extend(entries)
+    if args.desc_path == "-":
+        sys.stdout.write(_official_json(printed).decode() + "\n")
     summary.info["errors_by_type"] = dict(sorted(by_type.items()))
     summary.info["written"] = written
     return summary.emit(args)
