@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -270,7 +271,16 @@ def test_kill_9_halfway_then_rerun_sends_only_missing_parts(
     boto = boto3_client(endpoint)
     uploads = boto.list_multipart_uploads(Bucket=bucket)["Uploads"]
     assert len(uploads) == 1
-    had = boto.list_parts(Bucket=bucket, Key="big.bin", UploadId=uploads[0]["UploadId"])["Parts"]
+    upload_id = uploads[0]["UploadId"]
+    # A part whose whole body reached the server before the kill may still be being stored:
+    # wait until the server's list is stable, so the rerun sees what this test sees.
+    had = boto.list_parts(Bucket=bucket, Key="big.bin", UploadId=upload_id)["Parts"]
+    for _ in range(20):
+        time.sleep(0.5)
+        now = boto.list_parts(Bucket=bucket, Key="big.bin", UploadId=upload_id)["Parts"]
+        if now == had:
+            break
+        had = now
     assert 10 <= len(had) < 25
 
     out = subprocess.run(cmd, capture_output=True, env=env, text=True, timeout=600)
