@@ -31,6 +31,12 @@ TOKEN_HINT = (
 MIN_VERSION = (2, 7)
 
 
+class TooOldError(APIError):
+    """The instance predates upload sets: no sequence can go there, so the run stops."""
+
+    exit_code = 5
+
+
 @dataclasses.dataclass(frozen=True)
 class FileAnswer:
     """What the server said about one file: ``status`` 202 (accepted), 409 (it already has these
@@ -146,7 +152,7 @@ class PanoramaxAPI:
                 hint="--api-url is the instance's base URL, e.g. https://panoramax.openstreetmap.fr",
             )
         if version_tuple(str(conf["version"])) < MIN_VERSION:
-            raise APIError(
+            raise TooOldError(
                 f"Panoramax {conf['version']} at {self.base} is too old: upload sets need "
                 f"{'.'.join(map(str, MIN_VERSION))} or later",
                 hint="ask the instance to upgrade, or upload with its own web interface",
