@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,12 @@ from panoramax_support import PanoramaxServer
 from test_panoramax_upload import out, run_amly, upload_cmd
 
 Rewrite = Callable[[str, str, Any], Any]  # (method, path, JSON answer) -> JSON answer
+
+
+class LostAnswer(Exception):
+    """Raised by a rewrite: the proxy answers 503 in place of what the server said."""
+
+
 HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "content-encoding"}
 
 
@@ -52,7 +59,13 @@ def rewriting_proxy(backend: str, rewrite: Rewrite) -> Iterator[str]:
                 except ValueError:
                     pass
                 else:
-                    data = json.dumps(rewrite(self.command, self.path, doc)).encode()
+                    try:
+                        data = json.dumps(rewrite(self.command, self.path, doc)).encode()
+                    except LostAnswer:
+                        self.send_response(503)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
             self.send_response(resp.status)
             for k, v in kept:
                 self.send_header(k, v)
@@ -129,3 +142,67 @@ def test_set_marked_broken_others_go_on(panoramax: PanoramaxServer, tmp_path: Pa
         by_title[us["title"]] = entry
     assert by_title["a"]["ready"] is True and by_title["b"]["broken"] == 4
     assert failure["file"] == by_title["b"]["name"]  # the summary names the broken one
+
+
+def api(srv: PanoramaxServer, method: str, path: str, body: Any = None) -> Any:
+    """The real server, as the token's account."""
+    req = urllib.request.Request(
+        srv.url + path,
+        method=method,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {srv.token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def unfinished_sets(srv: PanoramaxServer) -> list[dict[str, Any]]:
+    return list(api(srv, "GET", "/api/users/me/upload_sets?limit=100")["upload_sets"])
+
+
+def test_lost_creation_answer_makes_no_second_set(
+    panoramax: PanoramaxServer, tmp_path: Path
+) -> None:
+    """The server creates the set but its answer is lost (a 503 in its place): the retry
+    finds the set by its key instead of creating another, which would stay behind empty."""
+    posts: list[str] = []
+
+    def lose_first_creation(method: str, path: str, doc: Any) -> Any:
+        if method == "POST" and path.rstrip("/") == "/api/upload_sets":
+            posts.append(path)
+            if len(posts) == 1:
+                raise LostAnswer
+        return doc
+
+    photos(tmp_path / "t" / "a", 3)
+    with rewriting_proxy(panoramax.url, lose_first_creation) as url:
+        cmd = upload_cmd(tmp_path / "t", panoramax, "--wait")
+        cmd[cmd.index(panoramax.url)] = url
+        run = run_amly(tmp_path / "h", *cmd, token=panoramax.token)
+    assert run.returncode == 0, run.stderr
+    assert len(posts) == 1  # created once, found again on the retry
+    assert len(out(run)["upload_set_ids"]) == 1
+    assert unfinished_sets(panoramax) == []  # no empty set left behind
+    found = panoramax.get("/api/search?limit=10")
+    assert isinstance(found, dict) and len(found["features"]) == 3
+
+
+def test_set_of_a_run_that_died_before_recording_it_is_reused(
+    panoramax: PanoramaxServer, tmp_path: Path
+) -> None:
+    photos(tmp_path / "t" / "a", 3)
+    dry = run_amly(tmp_path / "h", *upload_cmd(tmp_path / "t", panoramax, "--dry-run"))
+    assert dry.returncode == 0, dry.stderr
+    (seq,) = out(dry)["sequences"]
+    # what a run that died right after the creation leaves: a set with amly's key, no record
+    orphan = api(
+        panoramax,
+        "POST",
+        "/api/upload_sets",
+        {"title": "a", "estimated_nb_files": 3, "metadata": {"amly_sequence": seq["name"]}},
+    )
+    run = run_amly(tmp_path / "h", *upload_cmd(tmp_path / "t", panoramax, "--wait"),
+                   token=panoramax.token)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert out(run)["upload_set_ids"] == [orphan["id"]]
+    assert unfinished_sets(panoramax) == []
