@@ -158,3 +158,28 @@ def test_transfer_streams_a_bounded_number_of_sequences(
     assert samples[0] > 10 and 0 < peak[0] <= bound, (peak, samples, sizes)
     left = [p for p in home.rglob("*.jpg")]
     assert left == []
+
+
+@pytest.mark.slow
+def test_transfer_keep_holds_every_sequence(panoramax: PanoramaxServer, tmp_path: Path) -> None:
+    """--keep: every photo stays, and index.geojson lists every sequence's images."""
+    data = tmp_path / "mly"
+    store = Store(data)
+    try:
+        seed_store(store, 12, BOX, sequences=3, seed=7, organizations=0)
+    finally:
+        store.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAPILLARY_", "PANORAMAX_"))}
+    env.update(AMLY_HOME=str(tmp_path / "home"), PANORAMAX_TOKEN=panoramax.token)
+    keep = tmp_path / "kept"
+    with running_server(data) as srv:
+        cmd = [sys.executable, "-m", "amly", "transfer", "--bbox=" + ",".join(map(str, BOX)),
+               "--to", "panoramax", "--api-url", panoramax.url, "--endpoint", srv.url,
+               "--token", srv.token, "--keep", str(keep), "--json", "--no-progress"]  # fmt: skip
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert len(json.loads(run.stdout)["upload_set_ids"]) == 3
+    photos = sorted(p.relative_to(keep).as_posix() for p in keep.rglob("*.jpg"))
+    assert len(photos) == 12
+    index = json.loads((keep / "index.geojson").read_text())
+    assert sorted(f["properties"]["path"] for f in index["features"]) == photos

@@ -16,11 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from .._atomic import atomic_write
 from ..errors import UsageError
 from ._common import Progress, Summary, run_async
 from ._options import add_network_options, add_output_options, client_from_args
@@ -107,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
                 plan = await _plan(client, box)
             target = client.panoramax_target(args.api_url)
             creators: dict[str, str] = {}
+            kept: dict[str, Any] = {}  # index features of every sequence (each run writes its own)
             target.set_metadata = _origin(creators, args.endpoint)
             down, up = DownloadResult(), UploadResult()
             # Streamed: one sequence downloads while the one before uploads; a sequence's
@@ -129,7 +132,11 @@ def run(args: argparse.Namespace) -> int:
                         down.downloaded += d.downloaded
                         down.reused += d.reused
                         down.failures.extend(d.failures)
-                        creators.update(_creators(work))
+                        features = _features(work)
+                        kept.update(
+                            (str((f.get("properties") or {}).get("id")), f) for f in features
+                        )
+                        creators.update(_creators(features))
                         ready.put_nowait((seq, not d.failures))
                 finally:
                     ready.put_nowait(None)
@@ -161,6 +168,12 @@ def run(args: argparse.Namespace) -> int:
                     await fetching
                 except asyncio.CancelledError:
                     pass
+            if args.keep and kept:
+                # the kept folder's index.geojson covers every sequence moved, not the last one
+                body = {"type": "FeatureCollection", "features": list(kept.values())}
+                await asyncio.to_thread(
+                    atomic_write, work / "index.geojson", json.dumps(body).encode()
+                )
             waited = list(await target.wait_ready(up.cluster_ids)) if args.wait else []
             return down, up, waited
 
@@ -209,19 +222,22 @@ async def _plan(client: Any, box: Any) -> list[tuple[str, Any]]:
     return [(seq, _extent(pts, box)) for seq, pts in sorted(where.items())]
 
 
-def _creators(work: Path) -> dict[str, str]:
-    """Each sequence's creator, from the download's ``index.geojson``."""
-    import json
-
-    creators: dict[str, str] = {}
+def _features(work: Path) -> list[dict[str, Any]]:
+    """The features of the ``index.geojson`` the last download wrote."""
     try:
         index = json.loads((work / "index.geojson").read_text())
-        for f in index.get("features", []):
-            props = f.get("properties") or {}
-            if props.get("sequence_id") and props.get("creator"):
-                creators[str(props["sequence_id"])] = str(props["creator"])
+        return [f for f in index.get("features", []) if isinstance(f, dict)]
     except (OSError, ValueError, AttributeError):
-        pass
+        return []
+
+
+def _creators(features: list[dict[str, Any]]) -> dict[str, str]:
+    """Each sequence's creator, from the download's index features."""
+    creators: dict[str, str] = {}
+    for f in features:
+        props = f.get("properties") or {}
+        if isinstance(props, dict) and props.get("sequence_id") and props.get("creator"):
+            creators[str(props["sequence_id"])] = str(props["creator"])
     return creators
 
 
