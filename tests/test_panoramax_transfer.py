@@ -8,6 +8,8 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -107,3 +109,77 @@ def test_transfer_box_once_with_metadata(panoramax: PanoramaxServer, tmp_path: P
                 assert abs((f["properties"]["view:azimuth"] - compass + 180) % 360 - 180) <= 1
     found = panoramax.get("/api/search?limit=100")
     assert isinstance(found, dict) and len(found["features"]) == 24
+
+
+@pytest.mark.slow
+def test_transfer_streams_a_bounded_number_of_sequences(
+    panoramax: PanoramaxServer, tmp_path: Path
+) -> None:
+    """Several sequences: never more than two sequences' photos on disk at once (one
+    downloading, one uploading), and none left behind without --keep."""
+    data = tmp_path / "mly"
+    store = Store(data)
+    try:
+        seed_store(store, 30, BOX, sequences=5, seed=5, organizations=0)
+    finally:
+        store.close()
+    db = sqlite3.connect(data / "amly-server.sqlite3")
+    sizes = sorted(n for (n,) in db.execute("SELECT count(*) FROM images GROUP BY sequence_id"))
+    db.close()
+    assert len(sizes) == 5
+    bound = sizes[-1] + sizes[-2]
+    assert bound < 30  # the bound says something: less than the whole box
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAPILLARY_", "PANORAMAX_"))}
+    env.update(AMLY_HOME=str(home), PANORAMAX_TOKEN=panoramax.token)
+    peak, samples, stop = [0], [0], threading.Event()
+
+    def sample() -> None:
+        while not stop.is_set():
+            n = sum(1 for _d, _s, files in os.walk(home) for f in files if f.endswith(".jpg"))
+            peak[0], samples[0] = max(peak[0], n), samples[0] + 1
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample)
+    with running_server(data) as srv:
+        cmd = [sys.executable, "-m", "amly", "transfer", "--bbox=" + ",".join(map(str, BOX)),
+               "--to", "panoramax", "--api-url", panoramax.url, "--endpoint", srv.url,
+               "--token", srv.token, "--json", "--no-progress"]  # fmt: skip
+        sampler.start()
+        try:
+            run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        finally:
+            stop.set()
+            sampler.join()
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["counts"]["downloaded"] == 30
+    assert len(out["upload_set_ids"]) == 5
+    assert samples[0] > 10 and 0 < peak[0] <= bound, (peak, samples, sizes)
+    left = [p for p in home.rglob("*.jpg")]
+    assert left == []
+
+
+@pytest.mark.slow
+def test_transfer_keep_holds_every_sequence(panoramax: PanoramaxServer, tmp_path: Path) -> None:
+    """--keep: every photo stays, and index.geojson lists every sequence's images."""
+    data = tmp_path / "mly"
+    store = Store(data)
+    try:
+        seed_store(store, 12, BOX, sequences=3, seed=7, organizations=0)
+    finally:
+        store.close()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAPILLARY_", "PANORAMAX_"))}
+    env.update(AMLY_HOME=str(tmp_path / "home"), PANORAMAX_TOKEN=panoramax.token)
+    keep = tmp_path / "kept"
+    with running_server(data) as srv:
+        cmd = [sys.executable, "-m", "amly", "transfer", "--bbox=" + ",".join(map(str, BOX)),
+               "--to", "panoramax", "--api-url", panoramax.url, "--endpoint", srv.url,
+               "--token", srv.token, "--keep", str(keep), "--json", "--no-progress"]  # fmt: skip
+        run = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert len(json.loads(run.stdout)["upload_set_ids"]) == 3
+    photos = sorted(p.relative_to(keep).as_posix() for p in keep.rglob("*.jpg"))
+    assert len(photos) == 12
+    index = json.loads((keep / "index.geojson").read_text())
+    assert sorted(f["properties"]["path"] for f in index["features"]) == photos

@@ -116,9 +116,16 @@ class Summary:
             self.failures.append({"file": path, "type": kind or "error", "error": error})
         self.count("failed")
 
+    #: Exit code of a run whose only failures are upload sets the server marked broken.
+    BROKEN_SETS = 6
+
     @property
     def exit_code(self) -> int:
-        return 1 if self.failures else 0
+        if not self.failures:
+            return 0
+        if all(f.get("type") == "broken upload set" for f in self.failures):
+            return self.BROKEN_SETS
+        return 1
 
     def emit(self, args: argparse.Namespace) -> int:
         elapsed = time.monotonic() - self.started

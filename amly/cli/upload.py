@@ -51,7 +51,9 @@ examples:
 
 exit codes: 0 everything uploaded (or already uploaded), 1 some files or sequences failed
 (listed; rerun to finish them), 2 bad arguments, 3 authentication failed, 4 the server or
-network failed beyond retries (rerun to resume), 130 interrupted
+network failed beyond retries (rerun to resume), 5 the Panoramax instance is too old for
+upload sets, 6 Panoramax marked pictures of some sets broken (the other sets went on),
+130 interrupted
 """
 
 EPILOG_PU = """\
@@ -329,7 +331,8 @@ def _panoramax_summary(
             entry["ready"] = w.ready
             entry["broken"] = w.broken
             if w.error:
-                summary.fail(w.error, path=entry["name"], kind="upload set")
+                kind = "broken upload set" if w.broken else "upload set"
+                summary.fail(w.error, path=entry["name"], kind=kind)
     summary.count("rejected", sum(1 for f in result.failures if "rejected" in f.message))
     if wait:
         summary.count("ready_sets", sum(1 for w in waited if w.ready))

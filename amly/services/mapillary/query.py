@@ -126,6 +126,8 @@ class Filters:
     username: str | None = None
     is_pano: bool | None = None
     organization_id: str | None = None
+    #: One Mapillary sequence only (``amly transfer`` moves a box sequence by sequence).
+    sequence_id: str | None = None
 
     @property
     def start_ms(self) -> int | None:
@@ -167,6 +169,12 @@ class Filters:
         if self.organization_id and props.get("organization_id") is not None:
             if str(props["organization_id"]) != str(self.organization_id):
                 return False
+        if self.sequence_id:
+            seq = props.get("sequence", props.get("sequence_id"))
+            if seq is None and not partial:
+                return False
+            if seq is not None and str(seq) != self.sequence_id:
+                return False
         if self.username:
             creator = props.get("creator")
             name = creator.get("username") if isinstance(creator, dict) else None
@@ -184,6 +192,7 @@ class Filters:
             "username": self.username,
             "is_pano": self.is_pano,
             "organization_id": self.organization_id,
+            **({"sequence_id": self.sequence_id} if self.sequence_id else {}),
         }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -29,6 +29,12 @@ TOKEN_HINT = (
 )
 #: The first geovisio release with upload sets (older instances only know collections).
 MIN_VERSION = (2, 7)
+
+
+class TooOldError(APIError):
+    """The instance predates upload sets: no sequence can go there, so the run stops."""
+
+    exit_code = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,8 +101,11 @@ class PanoramaxAPI:
         params: Mapping[str, Any] | None = None,
         surface: str = "graph",
         timeout: float | None = None,
+        again: Callable[[], Awaitable[Any]] | None = None,
     ) -> Any:
-        """One JSON request with retries; errors mapped by :func:`error_from`."""
+        """One JSON request with retries; errors mapped by :func:`error_from`. ``again``, if
+        given, runs before each retry: an answer from it ends the call (a creation whose first
+        answer was lost may have happened)."""
         url = self.url(path)
         headers = self.headers()
         body = None if json_body is None else json.dumps(json_body).encode()
@@ -107,6 +116,10 @@ class PanoramaxAPI:
         session = self.transport.session_for(url)
 
         async def attempt(n: int) -> Any:
+            if n and again is not None:
+                found = await again()
+                if found is not None:
+                    return found
             async with session.request(
                 method,
                 url,
@@ -146,7 +159,7 @@ class PanoramaxAPI:
                 hint="--api-url is the instance's base URL, e.g. https://panoramax.openstreetmap.fr",
             )
         if version_tuple(str(conf["version"])) < MIN_VERSION:
-            raise APIError(
+            raise TooOldError(
                 f"Panoramax {conf['version']} at {self.base} is too old: upload sets need "
                 f"{'.'.join(map(str, MIN_VERSION))} or later",
                 hint="ask the instance to upgrade, or upload with its own web interface",
@@ -162,11 +175,37 @@ class PanoramaxAPI:
             raise AuthError("the server did not say who this token belongs to", hint=TOKEN_HINT)
         return answer
 
-    async def create_upload_set(self, body: dict[str, Any]) -> dict[str, Any]:
-        answer = await self.call("POST", "upload_sets", json_body=body)
+    async def create_upload_set(
+        self, body: dict[str, Any], *, key: str | None = None
+    ) -> dict[str, Any]:
+        """A new upload set, unless one of the token's unfinished sets carries ``key`` (its
+        ``metadata.amly_sequence``): a creation whose answer was lost, by a crash or on the
+        wire, is found again instead of leaving an empty set behind and making a second."""
+        if key is not None:
+            found = await self.find_upload_set(key)
+            if found is not None:
+                return found
+
+        async def again() -> dict[str, Any] | None:
+            return None if key is None else await self.find_upload_set(key)
+
+        answer = await self.call("POST", "upload_sets", json_body=body, again=again)
         if not isinstance(answer, dict) or "id" not in answer:
             raise APIError(f"upload set creation answered without an id: {answer!r:.200}")
         return answer
+
+    async def find_upload_set(self, key: str) -> dict[str, Any] | None:
+        """The token's unfinished (not dispatched) upload set whose ``metadata.amly_sequence``
+        is ``key``; None without a token (sets are listed per account)."""
+        if self.token is None:
+            return None
+        answer = await self.call("GET", "users/me/upload_sets", params={"limit": "1000"})
+        sets = answer.get("upload_sets") if isinstance(answer, dict) else None
+        for us in sets or []:
+            meta = us.get("metadata") if isinstance(us, dict) else None
+            if isinstance(meta, dict) and meta.get("amly_sequence") == key and "id" in us:
+                return dict(us)
+        return None
 
     async def upload_set(self, set_id: str) -> dict[str, Any]:
         answer = await self.call("GET", f"upload_sets/{set_id}")

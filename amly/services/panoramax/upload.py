@@ -7,8 +7,9 @@ same bounds as Mapillary uploads. The file on disk is sent as it is; where amly'
 changed its position, time or heading (GPX geotagging, interpolated directions...), the
 difference goes as ``override_*`` fields, which the server writes into its copy.
 
-Resume goes through the journal only: the set id of each sequence is recorded right after its
-creation; an unfinished set is reused, the server asked once which files it already holds (by
+Resume goes through the journal: the set id of each sequence is recorded right after its
+creation (a set created by a run that died before recording it is found by its
+``metadata.amly_sequence`` among the token's unfinished sets); an unfinished set is reused, the server asked once which files it already holds (by
 content md5), and those are not sent again. A 409 (the server has these bytes) is success. A
 rejection carries the server's reason and does not keep the set from completing.
 """
@@ -198,9 +199,14 @@ class PanoramaxTarget:
                 **(self.set_metadata(state.seq) if self.set_metadata else {}),
             },
         }
-        answer = await self.api.create_upload_set(body)
-        record["panoramax_set"] = str(answer["id"])
+        # the metadata key is the intent: a set created by a run that died before this record
+        # is found by it and reused (its files asked for, as for a recorded set)
+        answer = await self.api.create_upload_set(body, key=state.seq.name)
+        record["panoramax_set"] = set_id = str(answer["id"])
         state.save()
+        if answer.get("nb_items"):
+            files = await self.api.upload_set_files(set_id)
+            self._server_has[set_id] = {str(f.get("content_md5")) for f in files}
 
     async def send(
         self, state: SequenceState, key: str, data: bytes, *, fresh: bool
