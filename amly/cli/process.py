@@ -16,7 +16,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import DuplicateError, UsageError
 from ._common import (
@@ -33,6 +33,9 @@ from ._options import (
     report_from_args,
     write_report,
 )
+
+if TYPE_CHECKING:
+    from ..pipeline import GroupResult
 
 EPILOG = """\
 examples:
@@ -164,6 +167,19 @@ def _groups(args: argparse.Namespace, options: Any, progress: Any, folders: Any)
             cluster.close()
 
 
+def _count_group(summary: Summary, by_type: dict[str, int], group: GroupResult) -> None:
+    """One processed folder into the summary: photos, sequences, duplicates, failures."""
+    summary.count("images", len(group.folder.files))
+    summary.count("sequences", len(group.sequences))
+    summary.count("ready", sum(len(s.images) for s in group.sequences))
+    for e in group.errors:
+        by_type[e.kind] = by_type.get(e.kind, 0) + 1
+        if isinstance(e, DuplicateError):
+            summary.count("duplicates")
+        else:
+            summary.fail(e)
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import description
     from .._atomic import atomic_write
@@ -194,15 +210,7 @@ def run(args: argparse.Namespace) -> int:
             report.add_processed(group.sequences, group.errors, source=root)
         if args.geojson:
             features.extend(geojson_features(group))
-        summary.count("images", len(group.folder.files))
-        summary.count("sequences", len(group.sequences))
-        summary.count("ready", sum(len(s.images) for s in group.sequences))
-        for e in group.errors:
-            by_type[e.kind] = by_type.get(e.kind, 0) + 1
-            if isinstance(e, DuplicateError):
-                summary.count("duplicates")
-            else:
-                summary.fail(e)
+        _count_group(summary, by_type, group)
     progress.close()
     if options.videos is not None:
         _videos(args, options, roots, entries, summary, by_type)
@@ -276,15 +284,7 @@ def _run_s3(args: argparse.Namespace, options: Any) -> int:
                 full = "s3://" + name[len(marker) :] if name.startswith(marker) else name
                 e["filename"] = full[len(base) :] if relative and full.startswith(base) else full
                 entries.append(e)
-            summary.count("images", len(group.folder.files))
-            summary.count("sequences", len(group.sequences))
-            summary.count("ready", sum(len(s.images) for s in group.sequences))
-            for err in group.errors:
-                by_type[err.kind] = by_type.get(err.kind, 0) + 1
-                if isinstance(err, DuplicateError):
-                    summary.count("duplicates")
-                else:
-                    summary.fail(err)
+            _count_group(summary, by_type, group)
         if args.desc_path == "-":
             return
         async with S3Client(S3Config.from_env()) as s3:

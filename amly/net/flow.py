@@ -66,6 +66,13 @@ class ByteBudget:
         self._freed.set()
 
 
+async def _aclose(source: AsyncIterator[Any]) -> None:
+    # Close a source now (its own workers stop), not whenever it is collected.
+    aclose = getattr(source, "aclose", None)
+    if aclose is not None:
+        await aclose()
+
+
 async def drain(out: asyncio.Queue[tuple[str, Any]]) -> AsyncIterator[Any]:
     """The consumer side of a worker queue: ``("item", x)`` yields x, ``("error", e)`` raises
     e, ``("done", None)`` ends."""
@@ -114,10 +121,7 @@ async def bounded_map(
         except BaseException as e:  # noqa: BLE001
             await out.put(("error", e))
         finally:
-            # Close the source now (its own workers stop), not whenever it is collected.
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await _aclose(source)
 
     feeder = asyncio.ensure_future(feed())
     try:
@@ -223,9 +227,7 @@ async def prefetch(source: AsyncIterator[T], size: int) -> AsyncIterator[T]:
         except BaseException as e:  # noqa: BLE001 - handed to the consumer
             await out.put(("error", e))
         finally:
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await _aclose(source)
 
     feeder = asyncio.ensure_future(feed())
     try:
